@@ -1,9 +1,11 @@
 // Argument checks shared by ops: clear typed errors instead of silently wrong results.
 
-import { DTypeError, ShapeError, shapeText } from '../errors.ts';
+import { DestroyedTensorError, DTypeError, ShapeError, shapeText } from '../errors.ts';
 import type { DType, Tensor } from '../tensor.ts';
 
+/** Also the first check every op makes, so a released input is reported as such. */
 export function requireDType(op: string, tensor: Tensor, dtype: DType): void {
+  if (tensor.isDestroyed) throw new DestroyedTensorError(`${op}: ${tensor.describe()} was used after it was released`);
   if (tensor.dtype !== dtype) throw new DTypeError(`${op}: ${tensor.describe()} must be ${dtype}`);
 }
 
