@@ -58,7 +58,7 @@ export interface GpuCounters {
 
 // GPUBufferUsage / GPUMapMode values from the WebGPU spec, spelled out because Node only defines
 // those globals once gpu/node.ts has loaded Dawn.
-const USAGE = { MAP_READ: 0x1, COPY_SRC: 0x4, COPY_DST: 0x8, UNIFORM: 0x40, STORAGE: 0x80 } as const;
+const USAGE = { MAP_READ: 0x1, COPY_SRC: 0x4, COPY_DST: 0x8, UNIFORM: 0x40, STORAGE: 0x80, QUERY_RESOLVE: 0x200 } as const;
 const MAP_MODE_READ = 0x1;
 export const STORAGE_USAGE = USAGE.STORAGE | USAGE.COPY_SRC | USAGE.COPY_DST;
 const READBACK_USAGE = USAGE.MAP_READ | USAGE.COPY_DST;
@@ -76,6 +76,8 @@ export class Gpu {
   private readonly paramRing: GPUBuffer;
   private readonly paramMirror = new ArrayBuffer(PARAM_RING_BYTES);
   private paramBytes = 0;
+  private passTimestamps: GPUComputePassTimestampWrites | null = null;
+  private timingQueries: { set: GPUQuerySet; resolve: GPUBuffer } | null = null;
   private lostError: DeviceLostError | null = null;
   private pendingError: GpuError | null = null;
   private readonly errorChecks: Promise<void>[] = [];
@@ -204,6 +206,29 @@ export class Gpu {
     await this.settleErrors();
   }
 
+  /**
+   * Time the GPU work that `record` records (benchmarks). With timestamp-query the GPU's own clock
+   * brackets one compute pass; otherwise gpuMs is null and only the wall time (submit to completion) is known.
+   */
+  async time(record: () => void): Promise<{ gpuMs: number | null; wallMs: number }> {
+    await this.sync();
+    const queries = this.timestampQueries();
+    if (queries) this.passTimestamps = { querySet: queries.set, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 };
+    const started = performance.now();
+    record();
+    this.passTimestamps = null;
+    if (!queries) {
+      await this.sync();
+      return { gpuMs: null, wallMs: performance.now() - started };
+    }
+    this.endPass();
+    this.commandEncoder().resolveQuerySet(queries.set, 0, 2, queries.resolve, 0);
+    const bytes = await this.read(queries.resolve, 16);
+    const wallMs = performance.now() - started;
+    const [begin, end] = new BigUint64Array(bytes);
+    return { gpuMs: Number(end - begin) / 1e6, wallMs };
+  }
+
   destroy(): void {
     this.pool.trim();
     this.device.destroy();
@@ -225,9 +250,19 @@ export class Gpu {
     return this.encoder;
   }
 
+  private timestampQueries(): { set: GPUQuerySet; resolve: GPUBuffer } | null {
+    if (!this.info.features.timestampQuery) return null;
+    this.timingQueries ??= {
+      set: this.device.createQuerySet({ type: 'timestamp', count: 2 }),
+      resolve: this.device.createBuffer({ size: 16, usage: USAGE.QUERY_RESOLVE | USAGE.COPY_SRC }),
+    };
+    return this.timingQueries;
+  }
+
   private computePass(): GPUComputePassEncoder {
     if (!this.pass) {
-      this.pass = this.commandEncoder().beginComputePass();
+      const timestampWrites = this.passTimestamps ?? undefined;
+      this.pass = this.commandEncoder().beginComputePass(timestampWrites ? { timestampWrites } : {});
       this.counters.passes++;
     }
     return this.pass;
