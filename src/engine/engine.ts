@@ -41,6 +41,12 @@ export class Engine {
     return tensor;
   }
 
+  /** Register a tensor made outside empty() (a view) with the current scope. */
+  adoptView(tensor: Tensor): Tensor {
+    this.adopt(tensor);
+    return tensor;
+  }
+
   /** A tensor holding host data. */
   tensor(data: HostArray | readonly number[], shape: readonly number[], options: TensorOptions = {}): Tensor {
     const dtype = options.dtype ?? (data instanceof Int32Array ? 'i32' : data instanceof Uint32Array ? 'u32' : 'f32');

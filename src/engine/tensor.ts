@@ -22,6 +22,8 @@ export class Tensor {
   scopeOwned = false;
   private refs = 1;
   private storage: GPUBuffer | null;
+  /** For a view (reshape): the tensor whose buffer this one shares, kept alive while the view lives. */
+  private base: Tensor | null = null;
 
   constructor(
     readonly engine: Engine,
@@ -72,8 +74,10 @@ export class Tensor {
   release(): void {
     if (!this.storage) return;
     if (--this.refs > 0) return;
-    this.engine.gpu.release(this.storage);
+    if (this.base) this.base.release();
+    else this.engine.gpu.release(this.storage);
     this.storage = null;
+    this.base = null;
     if (this.grad && !this.grad.isDestroyed) this.grad.release();
     this.grad = null;
   }
@@ -82,6 +86,13 @@ export class Tensor {
   dispose(): void {
     this.scopeOwned = false;
     this.release();
+  }
+
+  /** A tensor of another shape sharing this one's buffer (same element count; caller checks). */
+  view(shape: readonly number[]): Tensor {
+    const view = new Tensor(this.engine, this.buffer, shape, this.dtype);
+    view.base = this.retain();
+    return view;
   }
 
   async read(): Promise<HostArray> {
