@@ -4,6 +4,7 @@
 import type { Gpu } from '../gpu/runtime.ts';
 import { EngineError, ShapeError, shapeText } from './errors.ts';
 import { accumulateInto, clone, fill } from './kernels/elementwiseCore.ts';
+import { emptyMemoryReport, type MemoryCategory, type MemoryReport } from './memory.ts';
 import { Tensor, type DType, type HostArray } from './tensor.ts';
 
 /** Gradients for each input of a node, in order; `null` where no gradient is needed. */
@@ -21,12 +22,16 @@ export interface TensorOptions {
   dtype?: DType;
   requiresGrad?: boolean;
   name?: string;
+  /** Memory accounting category; 'activations' unless said otherwise. */
+  category?: MemoryCategory;
 }
 
 export class Engine {
   private tape: TapeNode[] = [];
   private readonly scopes: Tensor[][] = [];
   private gradEnabled = true;
+  /** Every live tensor that owns a buffer, for memory accounting. */
+  private readonly live = new Set<Tensor>();
 
   constructor(readonly gpu: Gpu) {}
 
@@ -37,8 +42,25 @@ export class Engine {
     const name = options.name ?? '';
     const buffer = this.gpu.allocate(size * 4, name ? `tensor '${name}' ${shapeText(shape)}` : `a tensor ${shapeText(shape)}`);
     const tensor = new Tensor(this, buffer, shape, options.dtype ?? 'f32', options.requiresGrad ?? false, name);
+    if (options.category) tensor.category = options.category;
+    this.live.add(tensor);
     this.adopt(tensor);
     return tensor;
+  }
+
+  /** Bytes held by live tensors, per category (logical sizes; the pool may round buffers up). */
+  memory(): MemoryReport {
+    const report = emptyMemoryReport();
+    for (const tensor of this.live) {
+      report[tensor.category] += tensor.byteLength;
+      report.total += tensor.byteLength;
+    }
+    return report;
+  }
+
+  /** Called by Tensor when its buffer goes back to the pool. */
+  forget(tensor: Tensor): void {
+    this.live.delete(tensor);
   }
 
   /** Register a tensor made outside empty() (a view) with the current scope. */
@@ -196,6 +218,7 @@ export class Engine {
       throw new ShapeError(`gradient ${shapeText(grad.shape)} does not match its input ${input.describe()}`);
     }
     grad.scopeOwned = false; // owned by the gradient table or by the leaf from here on
+    if (!input.hasProducer) grad.category = 'gradients';
     const existing = input.hasProducer ? grads.get(input) : input.grad;
     if (!existing) {
       if (input.hasProducer) grads.set(input, grad);
@@ -205,6 +228,7 @@ export class Engine {
     if (existing.references > 1) {
       // Shared with another entry of the table (one gradient passed to two inputs): add out of place.
       const sum = clone(existing);
+      sum.category = existing.category;
       existing.release();
       accumulateInto(sum, grad);
       grad.release();

@@ -2,6 +2,7 @@
 // destructors. The buffer returns to the pool when the last reference is released.
 
 import type { Engine } from './engine.ts';
+import type { MemoryCategory } from './memory.ts';
 import { DestroyedTensorError, shapeText } from './errors.ts';
 
 export type DType = 'f32' | 'i32' | 'u32';
@@ -18,6 +19,8 @@ export class Tensor {
   grad: Tensor | null = null;
   /** Produced by a recorded op (not a leaf). */
   hasProducer = false;
+  /** What this tensor's bytes count as in Engine.memory(). */
+  category: MemoryCategory = 'activations';
   /** The innermost scope still holds a reference to this tensor. */
   scopeOwned = false;
   private refs = 1;
@@ -75,7 +78,10 @@ export class Tensor {
     if (!this.storage) return;
     if (--this.refs > 0) return;
     if (this.base) this.base.release();
-    else this.engine.gpu.release(this.storage);
+    else {
+      this.engine.gpu.release(this.storage);
+      this.engine.forget(this);
+    }
     this.storage = null;
     this.base = null;
     if (this.grad && !this.grad.isDestroyed) this.grad.release();
@@ -90,7 +96,7 @@ export class Tensor {
 
   /** A tensor of another shape sharing this one's buffer (same element count; caller checks). */
   view(shape: readonly number[]): Tensor {
-    const view = new Tensor(this.engine, this.buffer, shape, this.dtype);
+    const view = new Tensor(this.engine, this.buffer, shape, this.dtype); // not registered: the base counts the bytes
     view.base = this.retain();
     return view;
   }

@@ -23,7 +23,8 @@ export class AdamW {
   ) {
     this.moments = params.map((param) => {
       const engine = param.engine;
-      return { m: engine.keep(engine.zeros(param.shape)), v: engine.keep(engine.zeros(param.shape)) };
+      const moment = () => engine.keep(engine.zeros(param.shape, { category: 'optimizerState' }));
+      return { m: moment(), v: moment() };
     });
   }
 

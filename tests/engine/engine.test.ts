@@ -115,3 +115,30 @@ describe('scopes', () => {
     expect(leaked!.isDestroyed).toBe(true);
   });
 });
+
+describe('memory accounting', () => {
+  it('reports live bytes per category: weights, gradients, optimizer state, activations', async () => {
+    const { AdamW } = await import('../../src/train/adamw.ts');
+    const start = engine.memory();
+    const frozen = engine.zeros([8, 4], { category: 'frozenWeights' });
+    const adapter = engine.zeros([4, 2], { category: 'adapters', requiresGrad: true });
+    const optimizer = new AdamW([adapter], { lr: 0.1 });
+    let duringStep = engine.memory();
+    engine.scope(() => {
+      const h = matmul(engine.full([3, 8], 1), frozen); // [3, 4]: activation
+      engine.backward(matmul(matmul(engine.full([1, 3], 1), h), adapter), engine.full([1, 2], 1));
+      duringStep = engine.memory();
+    });
+    const after = engine.memory();
+    expect(after.frozenWeights - start.frozenWeights).toBe(8 * 4 * 4);
+    expect(after.adapters - start.adapters).toBe(4 * 2 * 4);
+    expect(after.optimizerState - start.optimizerState).toBe(2 * 4 * 2 * 4);
+    expect(after.gradients - start.gradients).toBe(4 * 2 * 4); // adapter.grad survives the scope
+    expect(duringStep.activations).toBeGreaterThan(after.activations);
+    expect(after.total).toBe(Object.entries(after).filter(([k]) => k !== 'total').reduce((sum, [, v]) => sum + v, 0));
+    optimizer.dispose();
+    adapter.dispose();
+    frozen.dispose();
+    expect(engine.memory()).toEqual(start);
+  });
+});
