@@ -5,6 +5,7 @@
 import { acquireNodeGpu } from '../gpu/node.ts';
 import { Engine } from '../engine/engine.ts';
 import { runMatmulBenchmarks } from './matmulBench.ts';
+import { runNf4Benchmarks } from './nf4Bench.ts';
 
 const json = process.argv.includes('--json');
 const quick = process.argv.includes('--quick');
@@ -17,14 +18,22 @@ log(`device: ${[device.vendor, device.architecture, device.description].filter(B
 
 // A software adapter (SwiftShader, llvmpipe) runs at about 1 GFLOP/s: only the quick set fits in minutes there.
 const software = /swiftshader|llvmpipe|lavapipe/i.test(`${device.architecture} ${device.description}`);
-const matmul = await runMatmulBenchmarks(engine, { quick: quick || software, log });
-const report = { date: new Date().toISOString(), device, timing: gpu.info.features.timestampQuery ? 'gpu-timestamps' : 'wall-clock', matmul };
+// Training batches of 512 tokens on a real GPU; 64 in quick mode.
+const small = quick || software;
+const tokens = small ? 64 : 512;
+const matmul = await runMatmulBenchmarks(engine, { quick: small, tokens, log });
+const nf4 = await runNf4Benchmarks(engine, { quick: small, tokens, log });
+const report = { date: new Date().toISOString(), device, tokens, timing: gpu.info.features.timestampQuery ? 'gpu-timestamps' : 'wall-clock', matmul, nf4 };
 
 if (json) process.stdout.write(`${JSON.stringify(report)}\n`);
 else {
   console.log(`\n${'kernel'.padEnd(34)}${'M×N×K'.padEnd(20)}${'ms'.padStart(10)}${'GFLOP/s'.padStart(10)}`);
   for (const row of matmul) {
     console.log(`${row.name.padEnd(34)}${`${row.M}×${row.N}×${row.K}`.padEnd(20)}${row.ms.toFixed(3).padStart(10)}${row.gflops.toFixed(2).padStart(10)}`);
+  }
+  console.log(`\n${'NF4 vs f32'.padEnd(34)}${'rows'.padStart(6)}${'dq'.padStart(4)}${'f32 GFLOP/s'.padStart(13)}${'nf4 GFLOP/s'.padStart(13)}${'time ratio'.padStart(12)}`);
+  for (const row of nf4) {
+    console.log(`${row.name.padEnd(34)}${String(row.rows).padStart(6)}${(row.doubleQuant ? 'yes' : 'no').padStart(4)}${row.f32Gflops.toFixed(2).padStart(13)}${row.nf4Gflops.toFixed(2).padStart(13)}${row.timeRatio.toFixed(2).padStart(12)}`);
   }
 }
 gpu.destroy();

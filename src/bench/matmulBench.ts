@@ -24,23 +24,24 @@ interface Shape {
   transposeB?: boolean;
 }
 
-const TOKENS = 512;
-const SHAPES: Shape[] = [
-  { name: 'x·Wᵀ attention projection', M: TOKENS, N: 576, K: 576, transposeB: true },
-  { name: 'x·Wᵀ MLP up', M: TOKENS, N: 1536, K: 576, transposeB: true },
-  { name: 'dYᵀ·x weight gradient', M: 1536, N: 576, K: TOKENS, transposeA: true },
-  { name: 'x·Aᵀ LoRA down (r=8)', M: TOKENS, N: 8, K: 576, transposeB: true },
+/** Training shapes for a batch of `tokens` rows; the square ones measure the device's ceiling. */
+const shapesFor = (tokens: number): Shape[] => [
+  { name: 'x·Wᵀ attention projection', M: tokens, N: 576, K: 576, transposeB: true },
+  { name: 'x·Wᵀ MLP up', M: tokens, N: 1536, K: 576, transposeB: true },
+  { name: 'dYᵀ·x weight gradient', M: 1536, N: 576, K: tokens, transposeA: true },
+  { name: 'x·Aᵀ LoRA down (r=8)', M: tokens, N: 8, K: 576, transposeB: true },
   { name: 'square 1024', M: 1024, N: 1024, K: 1024 },
   { name: 'square 2048', M: 2048, N: 2048, K: 2048 },
 ];
 
 export async function runMatmulBenchmarks(
   engine: Engine,
-  options: { quick: boolean; log: (line: string) => void },
+  options: { quick: boolean; tokens: number; log: (line: string) => void },
 ): Promise<MatmulResult[]> {
   const results: MatmulResult[] = [];
   // --quick (and software adapters, where 2048³ alone takes minutes) stop at the training shapes.
-  const shapes = options.quick ? SHAPES.slice(0, 4) : SHAPES;
+  const all = shapesFor(options.tokens);
+  const shapes = options.quick ? all.slice(0, 4) : all;
   for (const shape of shapes) {
     const transposeA = shape.transposeA ?? false;
     const transposeB = shape.transposeB ?? false;

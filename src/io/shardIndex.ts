@@ -3,15 +3,8 @@
 // before anything is downloaded or opened: a plain file name in the same folder, ending in `.safetensors`.
 
 import { DuplicateNameError, ShardIndexError, quoteName } from './errors.ts';
-import {
-  JsonNumber,
-  StrictJsonError,
-  decodeUtf8Strict,
-  describeJson,
-  parseStrictJson,
-  type JsonValue,
-  type SafetensorsHeader,
-} from './safetensors.ts';
+import type { SafetensorsHeader } from './safetensors.ts';
+import { JsonNumber, StrictJsonError, decodeUtf8Strict, describeJson, parseStrictJson, type JsonValue } from './strictJson.ts';
 
 export const SHARD_INDEX_FILE = 'model.safetensors.index.json';
 

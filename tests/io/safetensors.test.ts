@@ -24,7 +24,6 @@ import {
   blobSource,
   bytesSource,
   float16BitsToFloat32,
-  parseStrictJson,
   readSafetensors,
   readSafetensorsHeader,
   readTensor,
@@ -32,6 +31,7 @@ import {
   type ByteSource,
   type SafetensorsDtype,
 } from '../../src/io/safetensors.ts';
+import { parseStrictJson } from '../../src/io/strictJson.ts';
 import {
   encodeSafetensors,
   f32BitsToBf16Bits,

@@ -164,14 +164,13 @@ function mutate(bytes: Uint8Array, random: Random): Uint8Array {
   }
 }
 
+// A stall shows up as the test's timeout; no wall-clock assertions (speed belongs in benchmarks).
 interface Outcome {
   result: string;
-  ms: number;
 }
 
 /** Read header and every tensor; any non-FormatError escapes to fail the test. */
 async function readAll(bytes: Uint8Array): Promise<Outcome> {
-  const start = performance.now();
   const inner = bytesSource(bytes);
   const badReads: string[] = [];
   const source: ByteSource = {
@@ -207,7 +206,7 @@ async function readAll(bytes: Uint8Array): Promise<Outcome> {
     result = error.name;
   }
   expect(badReads).toEqual([]);
-  return { result, ms: performance.now() - start };
+  return { result };
 }
 
 function writerFile(): Uint8Array {
@@ -227,11 +226,9 @@ describe('safetensors reader under byte mutation', async () => {
   const reference = new Uint8Array(await readFile(fileURLToPath(new URL('../fixtures/safetensors/reference.safetensors', import.meta.url))));
   const seeds = [reference, writerFile(), validFile(), ...badFileCases().map((c) => c.bytes)];
 
-  it('throws nothing but typed errors, reads nothing past the end, and never stalls (5000 mutants)', async () => {
+  it('throws nothing but typed errors and reads nothing past the end (5000 mutants)', async () => {
     const random = rng(20240611);
     const counts = new Map<string, number>();
-    let slowest = 0;
-    const started = performance.now();
     for (let i = 0; i < 5000; i++) {
       const base = i % 3 === 0 ? pick(random, seeds) : pick(random, seeds.slice(0, 3));
       let bytes = base;
@@ -244,9 +241,7 @@ describe('safetensors reader under byte mutation', async () => {
         throw new Error(`mutant ${i} (${bytes.byteLength} bytes, base ${seeds.indexOf(base)}): ${String(error)}`, { cause: error });
       }
       counts.set(outcome.result, (counts.get(outcome.result) ?? 0) + 1);
-      slowest = Math.max(slowest, outcome.ms);
     }
-    const total = performance.now() - started;
     // The mutants reach deep into validation: accepted files and most error classes all occur.
     const seen = [...counts.keys()].sort();
     for (const name of [
@@ -265,8 +260,6 @@ describe('safetensors reader under byte mutation', async () => {
     ]) {
       expect(seen, `outcomes: ${JSON.stringify(Object.fromEntries(counts))}`).toContain(name);
     }
-    expect(slowest).toBeLessThan(1000);
-    expect(total).toBeLessThan(60_000);
   });
 
   it('never stalls on a maximal hostile header (deep nesting, huge numbers, long names)', async () => {
@@ -279,7 +272,6 @@ describe('safetensors reader under byte mutation', async () => {
       const bytes = concat(withLength(BigInt(header.byteLength)), header, new Uint8Array(8));
       const outcome = await readAll(bytes);
       expect(outcome.result).not.toBe('ok');
-      expect(outcome.ms).toBeLessThan(5000);
     }
   });
 });
