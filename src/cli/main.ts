@@ -1,0 +1,45 @@
+// The tabtune CLI: `npm run -s tabtune -- <command> [options]`. The same engine as the app, on Dawn.
+// With --json a command prints exactly one JSON object on stdout; progress always goes to stderr.
+// A user's mistake (bad file, bad option) prints one line and exits 1; a bug prints its stack and exits 2.
+
+import { EngineError } from '../engine/errors.ts';
+import { GpuError } from '../gpu/errors.ts';
+import { FormatError } from '../io/errors.ts';
+import { QuantStateError } from '../quant/quantState.ts';
+import { quantizeCommand } from './commands/quantize.ts';
+import { UsageError } from './usage.ts';
+
+type Command = (args: string[]) => Promise<{ json: unknown; text: string }>;
+
+const COMMANDS: Record<string, { run: Command; summary: string }> = {
+  quantize: { run: quantizeCommand, summary: '--model DIR --out FILE [--quant-type nf4|fp4] [--blocksize 64] [--double-quant]' },
+};
+
+function usage(): string {
+  return ['usage: tabtune <command> [options] [--json]', ...Object.entries(COMMANDS).map(([name, c]) => `  ${name} ${c.summary}`)].join('\n');
+}
+
+const USER_ERRORS = [UsageError, FormatError, QuantStateError, EngineError, GpuError, RangeError];
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...args] = argv;
+  const command = name === undefined ? undefined : COMMANDS[name];
+  if (!command) {
+    process.stderr.write(`${name ? `tabtune: unknown command '${name}'\n` : ''}${usage()}\n`);
+    return name === undefined || name === '--help' ? 0 : 1;
+  }
+  try {
+    const result = await command.run(args);
+    process.stdout.write(args.includes('--json') ? `${JSON.stringify(result.json)}\n` : `${result.text}\n`);
+    return 0;
+  } catch (error) {
+    if (USER_ERRORS.some((kind) => error instanceof kind)) {
+      process.stderr.write(`tabtune ${name}: ${(error as Error).message}\n`);
+      return 1;
+    }
+    process.stderr.write(`tabtune ${name}: internal error\n${error instanceof Error ? error.stack : String(error)}\n`);
+    return 2;
+  }
+}
+
+process.exit(await main(process.argv.slice(2)));

@@ -1,0 +1,359 @@
+// config.json (transformers) → a typed, validated ModelConfig for the architectures tabtune runs:
+// GPT-2 (`gpt2`) and the Llama family (`llama`, also SmolLM/SmolLM2/TinyLlama; `mistral`; `qwen2`).
+// Every problem is a ConfigError naming the file and the field; nothing here touches the GPU.
+// RoPE comes from the legacy `rope_theta` + `rope_scaling` fields or the newer `rope_parameters`.
+
+import { FormatError, quoteName } from '../io/errors.ts';
+import { decodeUtf8Strict, describeJson, JsonNumber, parseStrictJson, StrictJsonError, type JsonObject, type JsonValue } from '../io/strictJson.ts';
+import { MAX_ATTENTION_HEAD_DIM } from '../engine/ops/attention.ts';
+
+/** A config.json that is malformed, inconsistent, or describes a model tabtune does not run. */
+export class ConfigError extends FormatError {}
+
+export type ModelType = 'gpt2' | 'llama' | 'mistral' | 'qwen2';
+export const SUPPORTED_MODEL_TYPES: readonly ModelType[] = ['gpt2', 'llama', 'mistral', 'qwen2'];
+
+/** Rotary frequency scaling: none, linear (positions / factor), or Llama 3.1's smooth low-frequency scaling. */
+export type RopeScaling =
+  | { type: 'default' }
+  | { type: 'linear'; factor: number }
+  | { type: 'llama3'; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositions: number };
+
+export interface RopeConfig {
+  theta: number;
+  scaling: RopeScaling;
+}
+
+interface BaseConfig {
+  /** The file the config came from, for messages. */
+  readonly file: string;
+  readonly modelType: ModelType;
+  /** V */
+  readonly vocabSize: number;
+  /** C */
+  readonly hiddenSize: number;
+  readonly numLayers: number;
+  /** H */
+  readonly numHeads: number;
+  /** KVH (= H for GPT-2) */
+  readonly numKvHeads: number;
+  /** D */
+  readonly headDim: number;
+  /** Width of the MLP's hidden layer. */
+  readonly intermediateSize: number;
+  readonly maxPositions: number;
+  readonly tieWordEmbeddings: boolean;
+  readonly bosTokenId: number | null;
+  /** eos_token_id may be one id or a list. */
+  readonly eosTokenIds: readonly number[];
+  readonly padTokenId: number | null;
+  /** torch_dtype / dtype as written (the checkpoint's storage dtype), or null. */
+  readonly dtype: string | null;
+}
+
+export interface Gpt2Config extends BaseConfig {
+  readonly family: 'gpt2';
+  readonly layerNormEps: number;
+  /** Divide scores by sqrt(D) (scale_attn_weights, default true). */
+  readonly scaleAttnWeights: boolean;
+  /** Also divide scores of layer i by i + 1 (scale_attn_by_inverse_layer_idx). */
+  readonly scaleAttnByInverseLayerIdx: boolean;
+}
+
+export interface LlamaConfig extends BaseConfig {
+  readonly family: 'llama';
+  readonly rmsNormEps: number;
+  readonly rope: RopeConfig;
+  /** Biases on q/k/v (Qwen2 always; Llama with attention_bias). */
+  readonly qkvBias: boolean;
+  /** Bias on o_proj (Llama with attention_bias). */
+  readonly oBias: boolean;
+  /** Biases on gate/up/down (Llama with mlp_bias). */
+  readonly mlpBias: boolean;
+  /** Keys further back than this are masked (Mistral's sliding_window, Qwen2 with use_sliding_window); null: none. */
+  readonly slidingWindow: number | null;
+}
+
+export type ModelConfig = Gpt2Config | LlamaConfig;
+
+/** Sizes beyond these are refused as implausible (a typo or a hostile file), long before any allocation. */
+export const CONFIG_LIMITS = {
+  vocabSize: 1 << 22,
+  hiddenSize: 1 << 16,
+  intermediateSize: 1 << 18,
+  numLayers: 1024,
+  numHeads: 1024,
+  maxPositions: 1 << 24,
+} as const;
+
+const CONFIG_MAX_BYTES = 4 * 1024 * 1024;
+
+/** Parse config.json bytes or text. */
+export function parseModelConfig(input: string | Uint8Array, file = 'config.json'): ModelConfig {
+  if (input.length > CONFIG_MAX_BYTES) throw new ConfigError(file, `is larger than ${CONFIG_MAX_BYTES} bytes`, { field: 'file size' });
+  let text: string | null = typeof input === 'string' ? input : decodeUtf8Strict(input);
+  if (text === null) throw new ConfigError(file, 'is not valid UTF-8', { field: 'file' });
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
+  let json: JsonValue;
+  try {
+    json = parseStrictJson(text);
+  } catch (error) {
+    if (!(error instanceof StrictJsonError)) throw error;
+    const field = error.key !== undefined ? [...error.path, error.key].join('.') : error.path.join('.') || 'file';
+    throw new ConfigError(file, `is not valid JSON: ${error.message}`, { field }, { cause: error });
+  }
+  if (!(json instanceof Map)) throw new ConfigError(file, `must hold a JSON object, not ${describeJson(json)}`, { field: 'file' });
+  return configFromJson(json, file);
+}
+
+export function configFromJson(json: JsonObject, file = 'config.json'): ModelConfig {
+  const fields = new Fields(file, json, '');
+  const modelType = fields.string('model_type');
+  if (!(SUPPORTED_MODEL_TYPES as readonly string[]).includes(modelType)) {
+    fields.fail('model_type', `is ${quoteName(modelType)}, which tabtune does not support (supported: ${SUPPORTED_MODEL_TYPES.join(', ')})`);
+  }
+  if (json.has('quantization_config') && json.get('quantization_config') !== null) {
+    fields.fail('quantization_config', 'is present: pre-quantized checkpoints are not supported; load the unquantized model (tabtune quantizes on upload)');
+  }
+  return modelType === 'gpt2' ? gpt2Config(fields) : llamaConfig(fields, modelType as Exclude<ModelType, 'gpt2'>);
+}
+
+function commonIds(fields: Fields) {
+  const eos = fields.raw('eos_token_id');
+  let eosTokenIds: number[] = [];
+  if (Array.isArray(eos)) eosTokenIds = eos.map((_, i) => fields.tokenIdAt('eos_token_id', eos, i));
+  else if (eos !== undefined && eos !== null) eosTokenIds = [fields.tokenId('eos_token_id')!];
+  return {
+    bosTokenId: fields.tokenId('bos_token_id'),
+    eosTokenIds,
+    padTokenId: fields.tokenId('pad_token_id'),
+    dtype: fields.optionalString('torch_dtype') ?? fields.optionalString('dtype'),
+  };
+}
+
+function gpt2Config(fields: Fields): Gpt2Config {
+  const hiddenSize = fields.size('n_embd', CONFIG_LIMITS.hiddenSize);
+  const numHeads = fields.size('n_head', CONFIG_LIMITS.numHeads);
+  if (hiddenSize % numHeads !== 0) fields.fail('n_head', `(${numHeads}) does not divide n_embd (${hiddenSize})`);
+  const headDim = hiddenSize / numHeads;
+  checkHeadDim(fields, 'n_head', headDim, false);
+  const activation = fields.optionalString('activation_function') ?? 'gelu_new';
+  if (activation !== 'gelu_new' && activation !== 'gelu_pytorch_tanh') {
+    fields.fail('activation_function', `is ${quoteName(activation)}; tabtune's GPT-2 supports the tanh GELU (gelu_new, gelu_pytorch_tanh)`);
+  }
+  if (fields.bool('add_cross_attention', false)) fields.fail('add_cross_attention', 'is true: cross-attention (encoder-decoder GPT-2) is not supported');
+  return {
+    family: 'gpt2',
+    file: fields.file,
+    modelType: 'gpt2',
+    vocabSize: fields.size('vocab_size', CONFIG_LIMITS.vocabSize),
+    hiddenSize,
+    numLayers: fields.size('n_layer', CONFIG_LIMITS.numLayers),
+    numHeads,
+    numKvHeads: numHeads,
+    headDim,
+    intermediateSize: fields.size('n_inner', CONFIG_LIMITS.intermediateSize, 4 * hiddenSize),
+    maxPositions: fields.size('n_positions', CONFIG_LIMITS.maxPositions),
+    tieWordEmbeddings: fields.bool('tie_word_embeddings', true),
+    layerNormEps: fields.epsilon('layer_norm_epsilon', 1e-5),
+    scaleAttnWeights: fields.bool('scale_attn_weights', true),
+    scaleAttnByInverseLayerIdx: fields.bool('scale_attn_by_inverse_layer_idx', false),
+    ...commonIds(fields),
+  };
+}
+
+function llamaConfig(fields: Fields, modelType: Exclude<ModelType, 'gpt2'>): LlamaConfig {
+  const hiddenSize = fields.size('hidden_size', CONFIG_LIMITS.hiddenSize);
+  const numHeads = fields.size('num_attention_heads', CONFIG_LIMITS.numHeads);
+  const numKvHeads = fields.size('num_key_value_heads', CONFIG_LIMITS.numHeads, numHeads);
+  if (numHeads % numKvHeads !== 0) fields.fail('num_key_value_heads', `(${numKvHeads}) does not divide num_attention_heads (${numHeads})`);
+  let headDim: number;
+  if (fields.present('head_dim')) headDim = fields.size('head_dim', MAX_ATTENTION_HEAD_DIM * 64);
+  else {
+    if (hiddenSize % numHeads !== 0) fields.fail('num_attention_heads', `(${numHeads}) does not divide hidden_size (${hiddenSize}) and head_dim is not given`);
+    headDim = hiddenSize / numHeads;
+  }
+  checkHeadDim(fields, fields.present('head_dim') ? 'head_dim' : 'num_attention_heads', headDim, true);
+  const activation = fields.optionalString('hidden_act') ?? 'silu';
+  if (activation !== 'silu' && activation !== 'swish') fields.fail('hidden_act', `is ${quoteName(activation)}; the Llama family here uses silu (SwiGLU)`);
+
+  const attentionBias = modelType === 'llama' && fields.bool('attention_bias', false);
+  const slidingWindow = modelType === 'mistral' || (modelType === 'qwen2' && fields.bool('use_sliding_window', false))
+    ? fields.optionalSize('sliding_window', CONFIG_LIMITS.maxPositions)
+    : null;
+  return {
+    family: 'llama',
+    file: fields.file,
+    modelType,
+    vocabSize: fields.size('vocab_size', CONFIG_LIMITS.vocabSize),
+    hiddenSize,
+    numLayers: fields.size('num_hidden_layers', CONFIG_LIMITS.numLayers),
+    numHeads,
+    numKvHeads,
+    headDim,
+    intermediateSize: fields.size('intermediate_size', CONFIG_LIMITS.intermediateSize),
+    maxPositions: fields.size('max_position_embeddings', CONFIG_LIMITS.maxPositions, 2048),
+    tieWordEmbeddings: fields.bool('tie_word_embeddings', false),
+    rmsNormEps: fields.epsilon('rms_norm_eps', 1e-6),
+    rope: ropeConfig(fields),
+    qkvBias: modelType === 'qwen2' || attentionBias,
+    oBias: attentionBias,
+    mlpBias: modelType === 'llama' && fields.bool('mlp_bias', false),
+    slidingWindow,
+    ...commonIds(fields),
+  };
+}
+
+function checkHeadDim(fields: Fields, field: string, headDim: number, rotary: boolean): void {
+  if (headDim > MAX_ATTENTION_HEAD_DIM) fields.fail(field, `gives a head dim of ${headDim}; the attention kernel supports at most ${MAX_ATTENTION_HEAD_DIM}`);
+  if (rotary && headDim % 2 !== 0) fields.fail(field, `gives an odd head dim (${headDim}); rotary embeddings need an even one`);
+}
+
+const ROPE_TYPES_REFUSED = ['dynamic', 'yarn', 'longrope', 'su', 'mrope', 'proportional'];
+
+/** rope_parameters (newer files) or rope_theta + rope_scaling (legacy); both spell the type rope_type or type. */
+function ropeConfig(fields: Fields): RopeConfig {
+  let scalingFields: Fields | null = null;
+  let theta: number;
+  if (fields.present('rope_parameters')) {
+    const parameters = fields.object('rope_parameters');
+    theta = parameters.present('rope_theta') ? parameters.positive('rope_theta') : fields.positive('rope_theta', 10000);
+    scalingFields = parameters;
+  } else {
+    theta = fields.positive('rope_theta', 10000);
+    if (fields.present('rope_scaling')) scalingFields = fields.object('rope_scaling');
+  }
+  const partial = scalingFields?.present('partial_rotary_factor') ? scalingFields : fields.present('partial_rotary_factor') ? fields : null;
+  if (partial && partial.positive('partial_rotary_factor') !== 1) {
+    partial.fail('partial_rotary_factor', 'is not 1: partial rotary embeddings are not supported for this architecture');
+  }
+  if (!scalingFields) return { theta, scaling: { type: 'default' } };
+
+  const typeField = scalingFields.present('rope_type') ? 'rope_type' : scalingFields.present('type') ? 'type' : null;
+  const type = typeField ? scalingFields.string(typeField) : 'default';
+  if (type === 'default') return { theta, scaling: { type: 'default' } };
+  if (type === 'linear') return { theta, scaling: { type: 'linear', factor: scalingFields.positive('factor') } };
+  if (type === 'llama3') {
+    const lowFreqFactor = scalingFields.positive('low_freq_factor');
+    const highFreqFactor = scalingFields.positive('high_freq_factor');
+    if (!(highFreqFactor > lowFreqFactor)) {
+      scalingFields.fail('high_freq_factor', `(${highFreqFactor}) must be larger than low_freq_factor (${lowFreqFactor})`);
+    }
+    return {
+      theta,
+      scaling: {
+        type: 'llama3',
+        factor: scalingFields.positive('factor'),
+        lowFreqFactor,
+        highFreqFactor,
+        originalMaxPositions: scalingFields.size('original_max_position_embeddings', CONFIG_LIMITS.maxPositions),
+      },
+    };
+  }
+  const field = typeField ?? 'rope_type';
+  if (ROPE_TYPES_REFUSED.includes(type)) scalingFields.fail(field, `is ${quoteName(type)}, which tabtune does not support (supported: default, linear, llama3)`);
+  return scalingFields.fail(field, `is ${quoteName(type)}, an unknown rope type (supported: default, linear, llama3)`);
+}
+
+/** Typed access to the fields of one JSON object; failures name the file and the dotted field path. */
+class Fields {
+  constructor(
+    readonly file: string,
+    private readonly json: JsonObject,
+    private readonly prefix: string,
+  ) {}
+
+  fail(name: string, why: string): never {
+    const field = this.prefix + name;
+    throw new ConfigError(this.file, `field ${quoteName(field)} ${why}`, { field });
+  }
+
+  /** Present and not null (transformers writes null for "use the default"). */
+  present(name: string): boolean {
+    const value = this.json.get(name);
+    return value !== undefined && value !== null;
+  }
+
+  raw(name: string): JsonValue | undefined {
+    return this.json.get(name);
+  }
+
+  private required(name: string): JsonValue {
+    const value = this.json.get(name);
+    if (value === undefined || value === null) this.fail(name, value === null ? 'is null' : 'is missing');
+    return value;
+  }
+
+  string(name: string): string {
+    const value = this.required(name);
+    if (typeof value !== 'string') this.fail(name, `must be a string, got ${describeJson(value)}`);
+    return value;
+  }
+
+  optionalString(name: string): string | null {
+    return this.present(name) ? this.string(name) : null;
+  }
+
+  bool(name: string, fallback: boolean): boolean {
+    if (!this.present(name)) return fallback;
+    const value = this.json.get(name)!;
+    if (typeof value !== 'boolean') this.fail(name, `must be true or false, got ${describeJson(value)}`);
+    return value;
+  }
+
+  private number(name: string, value: JsonValue): number {
+    if (!(value instanceof JsonNumber)) this.fail(name, `must be a number, got ${describeJson(value)}${typeof value === 'string' ? ` (${quoteName(value)})` : ''}`);
+    if (!Number.isFinite(value.value)) this.fail(name, `is not a finite number (${value.text})`);
+    return value.value;
+  }
+
+  /** A positive integer no larger than `max`; `fallback` when absent (required when no fallback). */
+  size(name: string, max: number, fallback?: number): number {
+    if (fallback !== undefined && !this.present(name)) return fallback;
+    const value = this.number(name, this.required(name));
+    if (!Number.isInteger(value)) this.fail(name, `must be an integer, got ${value}`);
+    if (value <= 0) this.fail(name, `must be positive, got ${value}`);
+    if (value > max) this.fail(name, `is ${value}, larger than the ${max} tabtune accepts`);
+    return value;
+  }
+
+  optionalSize(name: string, max: number): number | null {
+    return this.present(name) ? this.size(name, max) : null;
+  }
+
+  positive(name: string, fallback?: number): number {
+    if (fallback !== undefined && !this.present(name)) return fallback;
+    const value = this.number(name, this.required(name));
+    if (!(value > 0)) this.fail(name, `must be positive, got ${value}`);
+    return value;
+  }
+
+  /** A normalization epsilon: positive and small. */
+  epsilon(name: string, fallback: number): number {
+    const value = this.positive(name, fallback);
+    if (value >= 1) this.fail(name, `is ${value}; a normalization epsilon must be below 1`);
+    return value;
+  }
+
+  /** A token id (non-negative integer) or null when absent. */
+  tokenId(name: string): number | null {
+    if (!this.present(name)) return null;
+    return this.checkTokenId(name, this.json.get(name)!);
+  }
+
+  tokenIdAt(name: string, list: JsonValue[], index: number): number {
+    return this.checkTokenId(`${name}[${index}]`, list[index]);
+  }
+
+  private checkTokenId(name: string, value: JsonValue): number {
+    const id = this.number(name, value);
+    if (!Number.isSafeInteger(id) || id < 0) this.fail(name, `must be a non-negative integer token id, got ${id}`);
+    return id;
+  }
+
+  object(name: string): Fields {
+    const value = this.required(name);
+    if (!(value instanceof Map)) this.fail(name, `must be an object, got ${describeJson(value)}`);
+    return new Fields(this.file, value, `${this.prefix}${name}.`);
+  }
+}
