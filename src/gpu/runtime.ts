@@ -3,6 +3,7 @@
 // asynchronous and only happens when a caller asks for data. Device loss and WebGPU error scopes
 // become typed errors (gpu/errors.ts) raised at the next flush or readback.
 
+import { BindGroupCache, type BindingEntry } from './bindGroupCache.ts';
 import { BufferPool } from './bufferPool.ts';
 import {
   DeviceLostError,
@@ -69,6 +70,7 @@ const ERROR_FILTERS: GPUErrorFilter[] = ['validation', 'out-of-memory', 'interna
 export class Gpu {
   readonly pool: BufferPool;
   readonly pipelines: PipelineCache;
+  readonly bindGroups: BindGroupCache;
   readonly counters: GpuCounters = { submits: 0, passes: 0, dispatches: 0, readbacks: 0 };
 
   private encoder: GPUCommandEncoder | null = null;
@@ -88,6 +90,7 @@ export class Gpu {
   ) {
     this.pool = new BufferPool(device);
     this.pipelines = new PipelineCache(device);
+    this.bindGroups = new BindGroupCache(device);
     this.paramRing = device.createBuffer({ size: PARAM_RING_BYTES, usage: USAGE.UNIFORM | USAGE.COPY_DST });
     device.lost.then((info) => {
       this.lostError = new DeviceLostError(info.reason ?? 'unknown', info.message);
@@ -129,19 +132,19 @@ export class Gpu {
     this.checkHealthy();
     const pipeline = this.pipelines.get(kernel);
     if (this.paramBytes + PARAM_SLOT > PARAM_RING_BYTES) this.flush();
-    const entries: GPUBindGroupEntry[] = [];
+    const entries: BindingEntry[] = [];
     if (call.params) {
       const offset = this.paramBytes;
       writeParams(new DataView(this.paramMirror, offset, PARAM_SLOT), call.params);
       this.paramBytes += PARAM_SLOT;
-      entries.push({ binding: 0, resource: { buffer: this.paramRing, offset, size: paramsSize(call.params) } });
+      entries.push({ binding: 0, buffer: this.paramRing, offset, size: paramsSize(call.params) });
     }
     call.bindings.forEach((binding, index) => {
       if (!binding) return;
-      const resource = 'buffer' in binding ? binding : { buffer: binding };
-      entries.push({ binding: index + 1, resource });
+      if ('buffer' in binding) entries.push({ binding: index + 1, buffer: binding.buffer, offset: binding.offset ?? 0, size: binding.size });
+      else entries.push({ binding: index + 1, buffer: binding, offset: 0, size: undefined });
     });
-    const bindGroup = this.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+    const bindGroup = this.bindGroups.get(pipeline, entries);
     const pass = this.computePass();
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, bindGroup);
@@ -229,8 +232,14 @@ export class Gpu {
     return { gpuMs: Number(end - begin) / 1e6, wallMs };
   }
 
-  destroy(): void {
+  /** Destroy idle pooled buffers (after unloading a model, or when memory ran out). */
+  trimPool(): void {
+    this.bindGroups.clear();
     this.pool.trim();
+  }
+
+  destroy(): void {
+    this.trimPool();
     this.device.destroy();
   }
 

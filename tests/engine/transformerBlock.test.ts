@@ -78,6 +78,7 @@ it('a two-layer transformer block trains on the GPU: loss falls, steps stay lean
 
   const losses: number[] = [];
   let allocationsAfterWarmup = 0;
+  let bindGroupsAfterWarmup = 0;
   for (let step = 0; step < 40; step++) {
     const { ids, targets } = batch(step);
     const before = { ...gpu.counters };
@@ -90,13 +91,17 @@ it('a two-layer transformer block trains on the GPU: loss falls, steps stay lean
       return (await loss.read())[0];
     });
     losses.push(loss);
-    if (step === 1) allocationsAfterWarmup = gpu.pool.stats().allocations;
+    if (step === 1) {
+      allocationsAfterWarmup = gpu.pool.stats().allocations;
+      bindGroupsAfterWarmup = gpu.bindGroups.misses;
+    }
     if (step >= 2) {
       // Forward, backward and the optimizer update go into one command buffer (the uploads of ids and
       // targets come first, with nothing pending to flush); the loss is the only readback.
       expect(gpu.counters.submits - before.submits).toBe(1);
       expect(gpu.counters.readbacks - before.readbacks).toBe(1);
       expect(gpu.pool.stats().allocations).toBe(allocationsAfterWarmup);
+      expect(gpu.bindGroups.misses).toBe(bindGroupsAfterWarmup); // every bind group comes from the cache
     }
   }
   expect(losses.every(Number.isFinite)).toBe(true);

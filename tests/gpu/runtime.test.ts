@@ -32,7 +32,7 @@ describe('buffer pool', () => {
     expect(bucketSize(3 * 2 ** 20 + 1)).toBe(3.5 * 2 ** 20);
   });
 
-  it('reuses released buffers: a repeated step allocates nothing new and submits once', async () => {
+  it('reuses buffers and bind groups: a repeated step allocates nothing new and submits once', async () => {
     const engine = new Engine(gpu);
     const w = engine.tensor(new Float32Array(24 * 16).fill(0.01), [24, 16], { requiresGrad: true });
     const x = engine.tensor(new Float32Array(8 * 16).fill(1), [8, 16]);
@@ -48,10 +48,17 @@ describe('buffer pool', () => {
     await gpu.sync();
     const allocations = gpu.pool.stats().allocations;
     const submits = gpu.counters.submits;
-    for (let i = 0; i < 3; i++) step();
-    await gpu.sync();
+    const bindGroupsCreated = gpu.bindGroups.misses;
+    const dispatches = gpu.counters.dispatches;
+    for (let i = 0; i < 3; i++) {
+      step();
+      await gpu.sync(); // a training step ends with a readback, which submits
+    }
     expect(gpu.pool.stats().allocations).toBe(allocations);
-    expect(gpu.counters.submits - submits).toBe(1); // three whole steps, submitted once by sync()
+    // Every bind group of a repeated step comes from the cache.
+    expect(gpu.counters.dispatches - dispatches).toBeGreaterThan(0);
+    expect(gpu.bindGroups.misses).toBe(bindGroupsCreated);
+    expect(gpu.counters.submits - submits).toBe(3); // one command buffer per step
     x.dispose();
     w.dispose();
   });
