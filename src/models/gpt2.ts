@@ -65,10 +65,10 @@ export class Gpt2Model extends TransformerLM<Gpt2Config> {
     } else {
       attended = attention(q, k, v, { scale });
     }
-    const h1 = add(h, linear('attn.c_proj').forward(reshape(attended, [B, T, C])));
+    const h1 = this.residualAdd(layer, 'attention', linear('attn.c_proj').forward(reshape(attended, [B, T, C])), h);
 
     const m = layerNorm(h1, this.weight(`${p}ln_2.weight`), this.weight(`${p}ln_2.bias`), eps);
-    return add(h1, linear('mlp.c_proj').forward(gelu(linear('mlp.c_fc').forward(m))));
+    return this.residualAdd(layer, 'mlp', linear('mlp.c_proj').forward(gelu(linear('mlp.c_fc').forward(m))), h1);
   }
 
   /**

@@ -6,7 +6,6 @@
 import type { Engine } from '../engine/engine.ts';
 import { ShapeError } from '../engine/errors.ts';
 import { swiglu } from '../engine/ops/activation.ts';
-import { add } from '../engine/ops/arithmetic.ts';
 import { attention } from '../engine/ops/attention.ts';
 import { embedding } from '../engine/ops/embedding.ts';
 import { reshape } from '../engine/ops/reshape.ts';
@@ -91,10 +90,11 @@ export class LlamaModel extends TransformerLM<LlamaConfig> {
     } else {
       attended = attention(q, k, v);
     }
-    const h1 = add(h, linear('self_attn.o_proj').forward(reshape(attended, [B, T, H * D])));
+    const h1 = this.residualAdd(layer, 'attention', linear('self_attn.o_proj').forward(reshape(attended, [B, T, H * D])), h);
 
     const m = rmsNorm(h1, this.weight(`${p}post_attention_layernorm.weight`), eps);
-    return add(h1, linear('mlp.down_proj').forward(swiglu(linear('mlp.gate_proj').forward(m), linear('mlp.up_proj').forward(m))));
+    const mlp = linear('mlp.down_proj').forward(swiglu(linear('mlp.gate_proj').forward(m), linear('mlp.up_proj').forward(m)));
+    return this.residualAdd(layer, 'mlp', mlp, h1);
   }
 
   protected finalNorm(h: Tensor): Tensor {

@@ -4,6 +4,7 @@
 
 import type { Engine } from '../engine/engine.ts';
 import { ShapeError, shapeText } from '../engine/errors.ts';
+import { add } from '../engine/ops/arithmetic.ts';
 import { requireDType } from '../engine/ops/checks.ts';
 import { matmul } from '../engine/ops/matmul.ts';
 import { reshape } from '../engine/ops/reshape.ts';
@@ -48,6 +49,16 @@ export interface BlockContext {
   readonly cache: KVCache | null;
 }
 
+/** The two places in a block where a sub-layer's output joins the residual stream. */
+export type ResidualSite = 'attention' | 'mlp';
+
+/**
+ * Replaces a block's residual addition `residual + output` (bottleneck adapters run here). `output` is the
+ * sub-layer's output [B, T, C] (after o_proj / c_proj / down_proj), `residual` the stream entering the
+ * sub-layer; the hook returns the stream leaving it, [B, T, C].
+ */
+export type ResidualHook = (layer: number, site: ResidualSite, output: Tensor, residual: Tensor) => Tensor;
+
 /** Small i32 index tensors (positions, gather indices) kept across forwards instead of uploaded each time. */
 export class IndexTensors {
   private readonly cached = new Map<string, Tensor>();
@@ -85,6 +96,7 @@ export abstract class TransformerLM<Config extends ModelConfig> implements Causa
   protected readonly linearSet = new LinearSet();
   protected readonly indices: IndexTensors;
   private disposed = false;
+  private residualHook: ResidualHook | null = null;
 
   constructor(
     readonly engine: Engine,
@@ -180,6 +192,18 @@ export abstract class TransformerLM<Config extends ModelConfig> implements Causa
     const out = cache ? this.engine.noGrad(compute) : compute();
     cache?.advance(tokens);
     return out;
+  }
+
+  /** Install (or with null remove) the hook that replaces every block's residual additions; returns the previous one. */
+  setResidualHook(hook: ResidualHook | null): ResidualHook | null {
+    const previous = this.residualHook;
+    this.residualHook = hook;
+    return previous;
+  }
+
+  /** residual + output at the end of a sub-layer, or what the installed hook makes of them. */
+  protected residualAdd(layer: number, site: ResidualSite, output: Tensor, residual: Tensor): Tensor {
+    return this.residualHook ? this.residualHook(layer, site, output, residual) : add(residual, output);
   }
 
   parameters(): Map<string, Tensor> {
