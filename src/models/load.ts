@@ -76,6 +76,17 @@ export async function readModelConfig(files: ModelFileProvider): Promise<ModelCo
  */
 export async function inspectModel(files: ModelFileProvider, limits?: DeviceLimits): Promise<InspectedModel> {
   const config = await readModelConfig(files);
+  const { headers, sources } = await readWeightHeaders(files);
+  const plan = planWeights(config, headers, limits);
+  return { config, plan, headers, sources };
+}
+
+/**
+ * The safetensors headers of a folder's weights (model.safetensors, or the shards of
+ * model.safetensors.index.json, checked against the index), in streaming order. Reads headers only;
+ * a folder with only pickle files is refused without opening them.
+ */
+export async function readWeightHeaders(files: ModelFileProvider): Promise<Pick<InspectedModel, 'headers' | 'sources'>> {
   const names = await files.list();
   const folder = folderName(files);
   const headers = new Map<string, SafetensorsHeader>();
@@ -105,8 +116,7 @@ export async function inspectModel(files: ModelFileProvider, limits?: DeviceLimi
       : `has no ${SINGLE_FILE} or ${SHARD_INDEX_FILE}`;
     throw new ModelFilesError(folder, why, { field: 'weights' });
   }
-  const plan = planWeights(config, headers, limits);
-  return { config, plan, headers, sources };
+  return { headers, sources };
 }
 
 /** Validate, then stream the weights to the GPU and build the model. */
@@ -122,7 +132,7 @@ export async function loadModel(engine: Engine, files: ModelFileProvider, option
       const loaded = await readTensor(sources.get(planned.file)!, headers.get(planned.file)!, planned.fileName);
       if (loaded.dtype === 'U8') throw new Error(`unreachable: the plan admits float tensors only (${planned.fileName})`);
       if (loaded.warning) warnings.push(loaded.warning);
-      const tensor = engine.keep(engine.tensor(loaded.data, planned.shape, { name: planned.name }));
+      const tensor = engine.keep(engine.tensor(loaded.data, planned.shape, { name: planned.name, category: 'frozenWeights' }));
       allocated.push(tensor);
       weights.set(planned.name, tensor);
       bytes += planned.entry.elementCount * 4;

@@ -172,11 +172,19 @@ const GPT2_PREFIX = 'transformer.';
 /** Causal-mask buffers of older GPT-2 checkpoints: not parameters. */
 const GPT2_BUFFER = /^h\.\d+\.attn\.(bias|masked_bias)$/;
 
+export interface PlanOptions {
+  /**
+   * State-dict names of tensors the caller supplies another way (the 4-bit linear weights of a
+   * pre-quantized checkpoint): neither required in the headers nor planned.
+   */
+  external?: ReadonlySet<string>;
+}
+
 /**
  * Match the headers (file name → header, in streaming order) against the config. Throws WeightMismatchError
  * or WeightTooLargeError (with `limits`); reads no tensor data and allocates nothing.
  */
-export function planWeights(config: ModelConfig, headers: ReadonlyMap<string, SafetensorsHeader>, limits?: DeviceLimits): WeightPlan {
+export function planWeights(config: ModelConfig, headers: ReadonlyMap<string, SafetensorsHeader>, limits?: DeviceLimits, options: PlanOptions = {}): WeightPlan {
   const located = new Map<string, { file: string; entry: SafetensorsEntry }>();
   for (const [file, header] of headers) for (const entry of header.tensors) located.set(entry.name, { file, entry });
 
@@ -187,7 +195,7 @@ export function planWeights(config: ModelConfig, headers: ReadonlyMap<string, Sa
   const fileNameOf = (name: string) =>
     config.family === 'gpt2' && name.startsWith(GPT2_PREFIX) ? filePrefix + name.slice(GPT2_PREFIX.length) : name;
 
-  const expected = expectedTensors(config);
+  const expected = expectedTensors(config).filter((tensor) => !options.external?.has(tensor.name));
   const wanted = new Set(expected.map((t) => fileNameOf(t.name)));
   const missing: string[] = [];
   const misshaped: MisshapedTensor[] = [];
