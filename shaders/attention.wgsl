@@ -95,43 +95,69 @@ fn stage_key_rows(lane: u32, b: u32, kvh: u32, s0: u32, count: u32) {
   }
 }
 
+// The query row a forward or dQ thread owns: row = t * G + g of kv head group.y in batch group.z.
+struct QueryRow {
+  b: u32,
+  kvh: u32,
+  t: u32,
+  h: u32,
+  valid: bool,    // row < T * G
+  key_end: u32,   // one past the last key it attends to
+}
+
+fn query_row(lane: u32, group: vec3<u32>) -> QueryRow {
+  let G = params.H / params.KVH;
+  let row = group.x * ROWS_PER_GROUP + lane;
+  let t = row / G;
+  return QueryRow(group.z, group.y, t, group.y * G + row % G, row < params.T * G, key_end(t));
+}
+
+// One past the last key any query row of the workgroup attends to: the bound of the key-tile loop,
+// kept apart from QueryRow because it must be uniform (the loop holds barriers).
+fn group_key_end(group: vec3<u32>) -> u32 {
+  let G = params.H / params.KVH;
+  return key_end((min(params.T * G, (group.x + 1u) * ROWS_PER_GROUP) - 1u) / G);
+}
+
+// The thread's query row, pre-multiplied by scale (forward and dQ).
+var<private> q_row: array<f32, MAX_HEAD_DIM>;
+
+fn load_query_row(row: QueryRow) {
+  let base = query_index(row.b, row.t, row.h);
+  for (var d = 0u; d < params.D; d++) { q_row[d] = q[base + d] * params.scale; }
+}
+
+// scale · q · k for staged key j. Forward and dQ share it, so dQ recomputes each score bit for bit.
+fn staged_score(j: u32) -> f32 {
+  let D = params.D;
+  var score = 0.0;
+  for (var d = 0u; d < D; d++) { score = fma(q_row[d], tile_a[j * D + d], score); }
+  return score;
+}
+
 // out = softmax(scale · q kᵀ) v per row, streaming over keys, and the row statistics.
 @compute @workgroup_size(ROWS_PER_GROUP)
 fn attentionForward(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) group: vec3<u32>) {
   let D = params.D;
-  let G = params.H / params.KVH;
-  let kvh = group.y;
-  let b = group.z;
-  let rows = params.T * G;
-  let row = group.x * ROWS_PER_GROUP + lane;
-  let has_row = row < rows;
-  let t = row / G;
-  let h = kvh * G + row % G;
-  let group_key_end = key_end((min(rows, (group.x + 1u) * ROWS_PER_GROUP) - 1u) / G);
-  let own_key_end = key_end(t);
+  let row = query_row(lane, group);
+  let keys = group_key_end(group);
   let block = tile_rows();
 
-  var q_row: array<f32, MAX_HEAD_DIM>;  // pre-multiplied by scale
   var acc: array<f32, MAX_HEAD_DIM>;    // Σ exp(score − running_max) · v
   var scores: array<f32, MAX_TILE_ROWS>;
-  if (has_row) {
-    let base = query_index(b, t, h);
-    for (var d = 0u; d < D; d++) { q_row[d] = q[base + d] * params.scale; }
-  }
+  if (row.valid) { load_query_row(row); }
   var running_max = LOWEST;
   var running_sum = 0.0;
 
-  for (var s0 = 0u; s0 < group_key_end; s0 += block) {
-    stage_key_rows(lane, b, kvh, s0, min(block, group_key_end - s0));
+  for (var s0 = 0u; s0 < keys; s0 += block) {
+    stage_key_rows(lane, row.b, row.kvh, s0, min(block, keys - s0));
     workgroupBarrier();
-    if (has_row && s0 < own_key_end) {
-      let count = min(block, own_key_end - s0);
+    if (row.valid && s0 < row.key_end) {
+      let count = min(block, row.key_end - s0);
       var tile_max = running_max;
       for (var j = 0u; j < count; j++) {
-        var score = 0.0;
-        for (var d = 0u; d < D; d++) { score = fma(q_row[d], tile_a[j * D + d], score); }
-        scores[j] = score;
-        tile_max = max(tile_max, score);
+        scores[j] = staged_score(j);
+        tile_max = max(tile_max, scores[j]);
       }
       // Rescale what was summed under the old max once per tile, not once per key.
       let correction = exp(running_max - tile_max);
@@ -147,11 +173,11 @@ fn attentionForward(@builtin(local_invocation_index) lane: u32, @builtin(workgro
     workgroupBarrier();
   }
 
-  if (has_row) {
-    let base = query_index(b, t, h);
+  if (row.valid) {
+    let base = query_index(row.b, row.t, row.h);
     let inverse = 1.0 / running_sum;
     for (var d = 0u; d < D; d++) { o[base + d] = acc[d] * inverse; }
-    let stat = row_stat_index(b, h, t);
+    let stat = row_stat_index(row.b, row.h, row.t);
     row_stats[2u * stat] = running_max;
     row_stats[2u * stat + 1u] = log(running_sum);
   }
@@ -180,53 +206,38 @@ fn probability(score: f32, stat: u32) -> f32 {
 @compute @workgroup_size(ROWS_PER_GROUP)
 fn attentionBackwardQuery(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) group: vec3<u32>) {
   let D = params.D;
-  let G = params.H / params.KVH;
-  let kvh = group.y;
-  let b = group.z;
-  let rows = params.T * G;
-  let row = group.x * ROWS_PER_GROUP + lane;
-  let has_row = row < rows;
-  let t = row / G;
-  let h = kvh * G + row % G;
-  let group_key_end = key_end((min(rows, (group.x + 1u) * ROWS_PER_GROUP) - 1u) / G);
-  let own_key_end = key_end(t);
+  let row = query_row(lane, group);
+  let keys = group_key_end(group);
   let block = tile_rows();
 
-  var q_row: array<f32, MAX_HEAD_DIM>;  // pre-multiplied by scale
   var d_out_row: array<f32, MAX_HEAD_DIM>;
   var grad: array<f32, MAX_HEAD_DIM>;
-  let stat = row_stat_index(b, h, t);
+  let stat = row_stat_index(row.b, row.h, row.t);
   var row_delta = 0.0;
-  if (has_row) {
-    let base = query_index(b, t, h);
-    for (var d = 0u; d < D; d++) {
-      q_row[d] = q[base + d] * params.scale;
-      d_out_row[d] = d_out[base + d];
-    }
+  if (row.valid) {
+    load_query_row(row);
+    let base = query_index(row.b, row.t, row.h);
+    for (var d = 0u; d < D; d++) { d_out_row[d] = d_out[base + d]; }
     row_delta = delta[stat];
   }
 
-  for (var s0 = 0u; s0 < group_key_end; s0 += block) {
-    stage_key_rows(lane, b, kvh, s0, min(block, group_key_end - s0));
+  for (var s0 = 0u; s0 < keys; s0 += block) {
+    stage_key_rows(lane, row.b, row.kvh, s0, min(block, keys - s0));
     workgroupBarrier();
-    if (has_row && s0 < own_key_end) {
-      let count = min(block, own_key_end - s0);
+    if (row.valid && s0 < row.key_end) {
+      let count = min(block, row.key_end - s0);
       for (var j = 0u; j < count; j++) {
-        var score = 0.0;
         var d_p = 0.0;
-        for (var d = 0u; d < D; d++) {
-          score = fma(q_row[d], tile_a[j * D + d], score);
-          d_p = fma(d_out_row[d], tile_b[j * D + d], d_p);
-        }
-        let d_score = probability(score, stat) * (d_p - row_delta);
+        for (var d = 0u; d < D; d++) { d_p = fma(d_out_row[d], tile_b[j * D + d], d_p); }
+        let d_score = probability(staged_score(j), stat) * (d_p - row_delta);
         for (var d = 0u; d < D; d++) { grad[d] = fma(d_score, tile_a[j * D + d], grad[d]); }
       }
     }
     workgroupBarrier();
   }
 
-  if (has_row) {
-    let base = query_index(b, t, h);
+  if (row.valid) {
+    let base = query_index(row.b, row.t, row.h);
     for (var d = 0u; d < D; d++) { d_q[base + d] = grad[d] * params.scale; }
   }
 }

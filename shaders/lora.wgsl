@@ -134,21 +134,33 @@ fn tile_product(thread: u32, group: vec3<u32>) -> Cell {
   return acc;
 }
 
+// Marks a cell entry past C's edge; never a real index, as C's u32 indices m · N + n stay below it.
+const OUTSIDE: u32 = 0xffffffffu;
+
+// m · N + n for entry (i, j) of the thread's cell, or OUTSIDE in a tile that overhangs C.
+fn cell_index(at: CellPosition, i: u32, j: u32) -> u32 {
+  let m = at.row0 + i * at.row_step;
+  let n = at.col0 + j * at.col_step;
+  if (m >= params.M || n >= params.N) { return OUTSIDE; }
+  return m * params.N + n;
+}
+
+// C[index] = alpha · sum + beta · C[index]; C is not read when beta is 0.
+fn store_output(index: u32, sum: f32) {
+  var value = params.alpha * sum;
+  if (params.beta != 0.0) { value = fma(params.beta, c[index], value); }
+  c[index] = value;
+}
+
 // C = alpha · op(L) · op(Q) + beta · C, the whole of K in one workgroup (chunks = 1).
 @compute @workgroup_size(THREADS)
 fn product(@builtin(local_invocation_index) thread: u32, @builtin(workgroup_id) group: vec3<u32>) {
   let acc = tile_product(thread, group);
   let at = cell_position(thread, group);
   for (var i = 0u; i < CELL; i++) {
-    let m = at.row0 + i * at.row_step;
-    if (m >= params.M) { continue; }
     for (var j = 0u; j < CELL; j++) {
-      let n = at.col0 + j * at.col_step;
-      if (n >= params.N) { continue; }
-      let index = m * params.N + n;
-      var value = params.alpha * acc[i][j];
-      if (params.beta != 0.0) { value = fma(params.beta, c[index], value); }
-      c[index] = value;
+      let index = cell_index(at, i, j);
+      if (index != OUTSIDE) { store_output(index, acc[i][j]); }
     }
   }
 }
@@ -160,12 +172,9 @@ fn product_partial(@builtin(local_invocation_index) thread: u32, @builtin(workgr
   let at = cell_position(thread, group);
   let base = group.z * params.M * params.N;
   for (var i = 0u; i < CELL; i++) {
-    let m = at.row0 + i * at.row_step;
-    if (m >= params.M) { continue; }
     for (var j = 0u; j < CELL; j++) {
-      let n = at.col0 + j * at.col_step;
-      if (n >= params.N) { continue; }
-      partials[base + m * params.N + n] = acc[i][j];
+      let index = cell_index(at, i, j);
+      if (index != OUTSIDE) { partials[base + index] = acc[i][j]; }
     }
   }
 }
@@ -178,7 +187,5 @@ fn sum_partials(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workg
   if (index >= size) { return; }
   var sum = 0.0;
   for (var chunk = 0u; chunk < params.chunks; chunk++) { sum += partials[chunk * size + index]; }
-  var value = params.alpha * sum;
-  if (params.beta != 0.0) { value = fma(params.beta, c[index], value); }
-  c[index] = value;
+  store_output(index, sum);
 }

@@ -1,5 +1,6 @@
 // Random-access byte sources: the one interface the file readers use, over memory, a browser
-// Blob/File, or (nodeFileSource.ts) a file on disk. No Node-only APIs here.
+// Blob/File, or (nodeFileSource.ts, sources/) a file on disk, whose read loop is readAtMost here.
+// No Node-only APIs here.
 
 import { FileReadError, FormatError, IncompleteFileError } from './errors.ts';
 
@@ -11,7 +12,8 @@ export interface ByteSource {
   read(offset: number, length: number): Promise<Uint8Array>;
 }
 
-function checkRange(size: number, offset: number, length: number): void {
+/** RangeError unless `offset` and `length` are non-negative safe integers and `offset` is within `size`. */
+export function checkRange(size: number, offset: number, length: number): void {
   if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
     throw new RangeError(`invalid read of ${length} bytes at ${offset}`);
   }
@@ -46,6 +48,23 @@ export function blobSource(blob: BlobLike): ByteSource {
       return new Uint8Array(buffer);
     },
   };
+}
+
+/** What {@link readAtMost} needs of an open file: Node's FileHandle, kept structural so no Node API is imported. */
+export interface PositionalReader {
+  read(buffer: Uint8Array, offset: number, length: number, position: number): Promise<{ bytesRead: number }>;
+}
+
+/** `length` bytes of an open file from `position`; fewer only when the file ends first (it shrank). */
+export async function readAtMost(file: PositionalReader, position: number, length: number): Promise<Uint8Array> {
+  const out = new Uint8Array(length);
+  let filled = 0;
+  while (filled < length) {
+    const { bytesRead } = await file.read(out, filled, length - filled, position + filled);
+    if (bytesRead === 0) break; // the file shrank: the caller sees a short read
+    filled += bytesRead;
+  }
+  return filled === length ? out : out.subarray(0, filled);
 }
 
 /** Read exactly `length` bytes or fail with a typed error naming the file, the part (`what`) and the tensor. */

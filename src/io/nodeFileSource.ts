@@ -2,8 +2,8 @@
 // streamed tensor by tensor rather than loaded whole. Browser code uses bytesSource / blobSource instead.
 
 import { open, type FileHandle } from 'node:fs/promises';
+import { readAtMost, type ByteSource } from './byteSource.ts';
 import { FileReadError } from './errors.ts';
-import type { ByteSource } from './safetensors.ts';
 
 export interface NodeFileSource extends ByteSource {
   readonly path: string;
@@ -44,15 +44,7 @@ export async function openNodeFileSource(path: string): Promise<NodeFileSource> 
       if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
         throw new RangeError(`invalid read of ${length} bytes at ${offset}`);
       }
-      const wanted = Math.max(0, Math.min(length, size - offset));
-      const out = new Uint8Array(wanted);
-      let filled = 0;
-      while (filled < wanted) {
-        const { bytesRead } = await handle.read(out, filled, wanted - filled, offset + filled);
-        if (bytesRead === 0) break; // the file shrank: the caller sees a short read
-        filled += bytesRead;
-      }
-      return filled === wanted ? out : out.subarray(0, filled);
+      return readAtMost(handle, offset, Math.max(0, Math.min(length, size - offset)));
     },
     async close() {
       if (closed) return;

@@ -8,7 +8,7 @@
 //      are formed in row chunks, lmLoss.ts); backward of w_i · loss_i with w_i = targets_i / Σ targets, so the
 //      gradients accumulated over the micro-batches are exactly those of one batch of all their rows (the mean
 //      over all counted labels), whatever the split.
-//   3. GroupedAdamW at lr = schedule(s) × the group's lrScale, with global-norm clipping; the step is skipped on
+//   3. AdamW at lr = schedule(s) × the group's lrScale, with global-norm clipping; the step is skipped on
 //      the GPU when the loss or the gradient norm is NaN/Inf (weights and moments untouched; as in ops/adamw.ts the
 //      bias-correction count still advances). maxConsecutiveSkips skipped steps in a row stop the run ('diverged').
 //   4. The step's loss and gradient norm are copied into a small tensor whose readback is started at once and
@@ -27,7 +27,7 @@
 import { add, scale } from '../engine/ops/arithmetic.ts';
 import type { Tensor } from '../engine/tensor.ts';
 import type { CausalLM } from '../models/model.ts';
-import { GroupedAdamW, type ParamGroup } from './groupedAdamW.ts';
+import { AdamW, type ParamGroup } from './adamw.ts';
 import { chunkedLmLoss, lmHeadWeight } from './lmLoss.ts';
 import { checkSeed, deriveSeed, gatherRows, IGNORE_INDEX, packedFingerprint, RowSampler, type PackedSequences } from './packing.ts';
 import {
@@ -294,7 +294,7 @@ export class ResumeMismatchError extends Error {
 export class Trainer {
   readonly config: ResolvedTrainerConfig;
   readonly schedule: LearningRateSchedule;
-  readonly optimizer: GroupedAdamW;
+  readonly optimizer: AdamW;
   /** Optimizer steps completed. */
   step = 0;
   readonly history: StepRecord[] = [];
@@ -343,7 +343,7 @@ export class Trainer {
     this.now = options.now ?? (() => performance.now());
     this.dataFingerprint = packedFingerprint(data.train);
 
-    this.optimizer = new GroupedAdamW(groups, {
+    this.optimizer = new AdamW(groups, {
       beta1: c.beta1,
       beta2: c.beta2,
       eps: c.eps,

@@ -14,7 +14,7 @@ import { localDirectory } from '../../src/io/sources/localDirectory.ts';
 import { loadTokenizer } from '../../src/io/tokenizer.ts';
 import { checkpointSaver, loadCheckpoint, memoryCheckpointStorage, resumeFromCheckpoint, type CheckpointStorage } from '../../src/train/checkpoint.ts';
 import { prepareDataset } from '../../src/train/data.ts';
-import { GroupedAdamW, loraPlusGroups } from '../../src/train/groupedAdamW.ts';
+import { AdamW, loraPlusGroups } from '../../src/train/adamw.ts';
 import { packDataset, type PackedDataset } from '../../src/train/packing.ts';
 import { HyperparameterError } from '../../src/train/schedule.ts';
 import { ResumeMismatchError, Trainer, type StepRecord, type TrainerConfig, type TrainEvent, type TrainableModel } from '../../src/train/trainer.ts';
@@ -324,7 +324,7 @@ describe('training a tiny model', () => {
       ['lora_A', ['x.lora_A.weight'], 1],
       ['lora_B', ['x.lora_B.weight'], 16],
     ]);
-    const optimizer = new GroupedAdamW(groups, { weightDecay: 0, maxGradNorm: 1 });
+    const optimizer = new AdamW(groups, { weightDecay: 0, maxGradNorm: 1 });
     const setGrads = (value: number) => {
       for (const p of [a, b]) p.grad = engine.keep(engine.tensor(new Float32Array([0.1, -0.2, value, 0.4]), [4]));
     };

@@ -1,5 +1,5 @@
 // layerNorm: normalization over the last dimension with a learned scale and optional shift, as
-// torch.nn.LayerNorm (biased variance). x [..., C], weight and bias [C] (shaders/layernorm.wgsl).
+// torch.nn.LayerNorm (biased variance). x [..., C], weight and bias [C] (shaders/norm.wgsl).
 // Backward gives dx, and dWeight / dBias summed over all rows without atomics; a frozen weight or
 // bias (requiresGrad false) gets no gradient and its reduction is skipped.
 
@@ -29,7 +29,7 @@ export function layerNorm(x: Tensor, weight: Tensor, bias: Tensor | null, eps = 
   if (x.size === 0) return out;
   const stats = recording ? engine.empty([rows, 3]) : null;
   engine.gpu.dispatch(
-    { shader: 'layernorm', entryPoint: stats ? 'layernormForwardWithStats' : 'layernormForward' },
+    { shader: 'norm', entryPoint: stats ? 'layernormForwardWithStats' : 'layernormForward' },
     {
       params: [u32(rows), u32(width), f32(eps), u32(bias ? 1 : 0)],
       // Without a bias the weight fills its binding (both are read-only); the kernel does not read it.
@@ -52,7 +52,7 @@ function layerNormInputGrad(x: Tensor, weight: Tensor, stats: Tensor, dOut: Tens
   const { rows, width } = rowsAndWidth(x);
   const dx = x.engine.empty(x.shape);
   x.engine.gpu.dispatch(
-    { shader: 'layernorm', entryPoint: 'layernormBackwardInput' },
+    { shader: 'norm', entryPoint: 'layernormBackwardInput' },
     {
       params: [u32(rows), u32(width), f32(0), u32(0)],
       bindings: [x.binding, weight.binding, undefined, undefined, undefined, dOut.binding, stats.binding, dx.binding],
@@ -72,7 +72,7 @@ function layerNormParamGrads(x: Tensor, stats: Tensor, dOut: Tensor, needWeight:
   const entryPoint = dWeight && dBias ? 'layernormWeightBiasGrad' : dWeight ? 'layernormWeightGrad' : 'layernormBiasGrad';
   const readsInput = dWeight !== null;
   engine.gpu.dispatch(
-    { shader: 'layernorm', entryPoint },
+    { shader: 'norm', entryPoint },
     {
       params: [u32(rows), u32(width), f32(0), u32(0)],
       bindings: [

@@ -1,5 +1,5 @@
 // rmsNorm: Llama's RMSNorm over the last dimension, y = x / sqrt(mean(x²) + eps) · weight, with
-// x [..., C] and weight [C] (shaders/rmsnorm.wgsl). Backward gives dx and dWeight (summed over all
+// x [..., C] and weight [C] (shaders/norm.wgsl). Backward gives dx and dWeight (summed over all
 // rows without atomics); a frozen weight (requiresGrad false) gets no gradient and no reduction.
 
 import { f32, u32 } from '../../gpu/runtime.ts';
@@ -25,10 +25,11 @@ export function rmsNorm(x: Tensor, weight: Tensor, eps = 1e-6): Tensor {
   if (x.size === 0) return out;
   const rstd = recording ? engine.empty([rows]) : null;
   engine.gpu.dispatch(
-    { shader: 'rmsnorm', entryPoint: rstd ? 'rmsnormForwardWithStats' : 'rmsnormForward' },
+    { shader: 'norm', entryPoint: rstd ? 'rmsnormForwardWithStats' : 'rmsnormForward' },
     {
-      params: [u32(rows), u32(width), f32(eps)],
-      bindings: [x.binding, weight.binding, out.binding, rstd?.binding],
+      params: [u32(rows), u32(width), f32(eps), u32(0)],
+      // The shader's bias binding (LayerNorm's) stays empty; rstd fills its stats_out.
+      bindings: [x.binding, weight.binding, undefined, out.binding, rstd?.binding],
       workgroups: grid1d(rows, 1),
     },
   );
@@ -49,12 +50,12 @@ function rmsNormKernel(entryPoint: 'rmsnormBackwardInput' | 'rmsnormWeightGrad',
   const forInput = entryPoint === 'rmsnormBackwardInput';
   const grad = engine.empty(forInput ? x.shape : [width]);
   engine.gpu.dispatch(
-    { shader: 'rmsnorm', entryPoint },
+    { shader: 'norm', entryPoint },
     {
-      params: [u32(rows), u32(width), f32(0)],
+      params: [u32(rows), u32(width), f32(0), u32(0)],
       bindings: forInput
-        ? [x.binding, weight.binding, undefined, undefined, dOut.binding, rstd.binding, grad.binding]
-        : [x.binding, undefined, undefined, undefined, dOut.binding, rstd.binding, undefined, grad.binding],
+        ? [x.binding, weight.binding, undefined, undefined, undefined, dOut.binding, rstd.binding, grad.binding]
+        : [x.binding, undefined, undefined, undefined, undefined, dOut.binding, rstd.binding, undefined, grad.binding],
       workgroups: forInput ? grid1d(rows, 1) : grid1d(width, COLUMNS),
     },
   );

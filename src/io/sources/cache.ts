@@ -10,7 +10,7 @@
 // This file is loaded in the browser too: Node modules are imported lazily, only by the folder cache.
 
 import { FileReadError, quoteName } from '../errors.ts';
-import { blobSource, bytesSource, type ByteSource } from '../byteSource.ts';
+import { blobSource, bytesSource, readAtMost, type ByteSource } from '../byteSource.ts';
 
 export interface FileCache {
   /** For messages: the folder, or "Cache Storage". */
@@ -45,6 +45,25 @@ export interface PartialFile {
 /** A download whose size does not match what the server announced. */
 export class CacheSizeError extends FileReadError {}
 
+/** What every cache's partial tracks: the bytes held and the validator they belong to. */
+interface PartialState {
+  size: number;
+  validator: string | null;
+}
+
+/** A PartialFile whose size and validator are read from `state`, which the methods keep up to date. */
+function livePartial(state: PartialState, methods: Omit<PartialFile, 'size' | 'validator'>): PartialFile {
+  return {
+    get size() {
+      return state.size;
+    },
+    get validator() {
+      return state.validator;
+    },
+    ...methods,
+  };
+}
+
 /** Keys are `/`-separated relative paths of plain segments: checked here too, since they become file paths. */
 export function checkCacheKey(key: string): void {
   const segments = key.split('/');
@@ -68,16 +87,9 @@ function nodeFileSource(fs: Fs, path: string, size: number): ByteSource {
       if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset > size) {
         throw new RangeError(`invalid read of ${length} bytes at ${offset} (${size} bytes)`);
       }
-      const out = new Uint8Array(Math.min(length, size - offset));
       const handle = await fs.open(path, 'r');
       try {
-        let filled = 0;
-        while (filled < out.length) {
-          const { bytesRead } = await handle.read(out, filled, out.length - filled, offset + filled);
-          if (bytesRead === 0) break;
-          filled += bytesRead;
-        }
-        return filled === out.length ? out : out.subarray(0, filled);
+        return await readAtMost(handle, offset, Math.min(length, size - offset));
       } finally {
         await handle.close();
       }
@@ -121,28 +133,22 @@ export async function folderCache(root?: string): Promise<FileCache> {
       const data = path.join(dir, 'data');
       const validatorFile = path.join(dir, 'validator');
       await fs.mkdir(dir, { recursive: true });
-      let size = (await sizeOf(data)) ?? 0;
-      let validator: string | null = size > 0 ? await fs.readFile(validatorFile, 'utf8').catch(() => null) : null;
+      const size = (await sizeOf(data)) ?? 0;
+      const state: PartialState = { size, validator: size > 0 ? await fs.readFile(validatorFile, 'utf8').catch(() => null) : null };
       let handle: Awaited<ReturnType<Fs['open']>> | null = null;
       const close = async () => {
         const open = handle;
         handle = null;
         if (open) await open.close();
       };
-      return {
-        get size() {
-          return size;
-        },
-        get validator() {
-          return validator;
-        },
+      return livePartial(state, {
         async restart(next) {
           await close();
           await fs.writeFile(data, new Uint8Array(0));
           if (next === null) await fs.rm(validatorFile, { force: true });
           else await fs.writeFile(validatorFile, next);
-          size = 0;
-          validator = next;
+          state.size = 0;
+          state.validator = next;
         },
         async append(chunk) {
           handle ??= await fs.open(data, 'a');
@@ -151,7 +157,7 @@ export async function folderCache(root?: string): Promise<FileCache> {
             const { bytesWritten } = await handle.write(chunk, written, chunk.byteLength - written);
             written += bytesWritten;
           }
-          size += chunk.byteLength;
+          state.size += chunk.byteLength;
         },
         async suspend() {
           await close();
@@ -168,7 +174,7 @@ export async function folderCache(root?: string): Promise<FileCache> {
           await fs.rm(dir, { recursive: true, force: true });
           return nodeFileSource(fs, target, actual);
         },
-      };
+      });
     },
     async put(key, bytes) {
       const partial = await cache.partial(key);
@@ -236,41 +242,34 @@ export async function cacheStorageCache(storage: CacheStorageLike = (globalThis 
       const request = url('partial', key);
       const existing = await load(request);
       let parts: BlobPart[] = existing ? [existing.blob] : [];
-      let size = existing?.blob.size ?? 0;
-      let validator = existing?.validator ?? null;
-      const headers = (): Record<string, string> => (validator === null ? {} : { [VALIDATOR_HEADER]: validator });
+      const state: PartialState = { size: existing?.blob.size ?? 0, validator: existing?.validator ?? null };
+      const headers = (): Record<string, string> => (state.validator === null ? {} : { [VALIDATOR_HEADER]: state.validator });
       const suspend = async () => {
-        if (size > 0) await store(request, parts, headers());
+        if (state.size > 0) await store(request, parts, headers());
       };
-      return {
-        get size() {
-          return size;
-        },
-        get validator() {
-          return validator;
-        },
+      return livePartial(state, {
         async restart(next) {
           parts = [];
-          size = 0;
-          validator = next;
+          state.size = 0;
+          state.validator = next;
           await cache.delete(request);
         },
         async append(chunk) {
           parts.push(chunk.slice());
-          size += chunk.byteLength;
+          state.size += chunk.byteLength;
         },
         suspend,
         async commit(expectedSize) {
-          if (expectedSize !== null && size !== expectedSize) {
+          if (expectedSize !== null && state.size !== expectedSize) {
             await suspend();
-            throw new CacheSizeError(key, `download holds ${size} bytes, but the server announced ${expectedSize}`, { field: 'size' });
+            throw new CacheSizeError(key, `download holds ${state.size} bytes, but the server announced ${expectedSize}`, { field: 'size' });
           }
           const blob = new Blob(parts);
           await store(url('files', key), [blob], headers());
           await cache.delete(request);
           return blobSource(blob);
         },
-      };
+      });
     },
     async put(key, bytes) {
       checkCacheKey(key);
@@ -290,7 +289,7 @@ export async function cacheStorageCache(storage: CacheStorageLike = (globalThis 
 /** A cache in memory: lost with the page or process; partials survive within it, so resume still works. */
 export function memoryCache(): FileCache {
   const files = new Map<string, Uint8Array>();
-  const partials = new Map<string, { chunks: Uint8Array[]; validator: string | null }>();
+  const partials = new Map<string, PartialState & { chunks: Uint8Array[] }>();
   const join = (chunks: Uint8Array[]) => {
     const out = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0));
     let at = 0;
@@ -310,22 +309,17 @@ export function memoryCache(): FileCache {
     async partial(key) {
       checkCacheKey(key);
       let state = partials.get(key);
-      if (state === undefined) partials.set(key, (state = { chunks: [], validator: null }));
+      if (state === undefined) partials.set(key, (state = { chunks: [], size: 0, validator: null }));
       const entry = state;
-      const size = () => entry.chunks.reduce((n, c) => n + c.byteLength, 0);
-      return {
-        get size() {
-          return size();
-        },
-        get validator() {
-          return entry.validator;
-        },
+      return livePartial(entry, {
         async restart(next) {
           entry.chunks = [];
+          entry.size = 0;
           entry.validator = next;
         },
         async append(chunk) {
           entry.chunks.push(chunk.slice());
+          entry.size += chunk.byteLength;
         },
         async suspend() {},
         async commit(expectedSize) {
@@ -337,7 +331,7 @@ export function memoryCache(): FileCache {
           partials.delete(key);
           return bytesSource(bytes);
         },
-      };
+      });
     },
     async put(key, bytes) {
       checkCacheKey(key);

@@ -37,31 +37,30 @@ export interface HubFailure {
 
 type FailureInit = { url: string; status: number | null; retryable: boolean; field?: string; cause?: unknown };
 
-/** 404: no such repository, revision or file (or a private repository seen without a token). */
-export class HubNotFoundError extends MissingFileError implements HubFailure {
-  readonly url: string;
-  readonly status: number | null;
-  readonly retryable: boolean;
-  constructor(file: string, detail: string, init: FailureInit) {
-    super(file, detail, { field: init.field ?? 'file' }, { cause: init.cause });
-    this.url = init.url;
-    this.status = init.status;
-    this.retryable = init.retryable;
+type FileErrorClass<E extends FileReadError = FileReadError> = new (file: string, detail: string, where: { field?: string }, options: { cause?: unknown }) => E;
+
+/** `Base` with HubFailure's fields, set from a FailureInit: a 404 stays a MissingFileError, the rest FileReadErrors. */
+function hubFailureClass<E extends FileReadError>(Base: FileErrorClass<E>) {
+  class Failure extends (Base as FileErrorClass) implements HubFailure {
+    readonly url: string;
+    readonly status: number | null;
+    readonly retryable: boolean;
+    constructor(file: string, detail: string, init: FailureInit) {
+      super(file, detail, { field: init.field ?? 'file' }, { cause: init.cause });
+      this.url = init.url;
+      this.status = init.status;
+      this.retryable = init.retryable;
+    }
   }
+  // TypeScript cannot type a class that extends a type parameter's constructor: the casts say what it is.
+  return Failure as unknown as new (file: string, detail: string, init: FailureInit) => E & HubFailure;
 }
 
+/** 404: no such repository, revision or file (or a private repository seen without a token). */
+export class HubNotFoundError extends hubFailureClass(MissingFileError) {}
+
 /** Other download failures: HubAccessError (401/403: gated or private), HubNetworkError, HubHttpError. */
-export class HubDownloadError extends FileReadError implements HubFailure {
-  readonly url: string;
-  readonly status: number | null;
-  readonly retryable: boolean;
-  constructor(file: string, detail: string, init: FailureInit) {
-    super(file, detail, { field: init.field ?? 'file' }, { cause: init.cause });
-    this.url = init.url;
-    this.status = init.status;
-    this.retryable = init.retryable;
-  }
-}
+export class HubDownloadError extends hubFailureClass(FileReadError) {}
 
 /** 401/403: a gated repository whose license was not accepted, or a private one; needs a token. */
 export class HubAccessError extends HubDownloadError {}

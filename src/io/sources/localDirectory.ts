@@ -6,7 +6,7 @@
 import { open, readdir, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { FileReadError, quoteName } from '../errors.ts';
-import type { ByteSource } from '../byteSource.ts';
+import { checkRange, readAtMost, type ByteSource } from '../byteSource.ts';
 import { checkFileName, MissingFileError, readText, sortNames, type ModelFiles } from './types.ts';
 
 export interface LocalDirectoryOptions {
@@ -31,12 +31,7 @@ function fileSource(path: string, size: number): ByteSource {
   return {
     size,
     async read(offset: number, length: number): Promise<Uint8Array> {
-      if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
-        throw new RangeError(`invalid read of ${length} bytes at ${offset}`);
-      }
-      if (offset > size) throw new RangeError(`read at ${offset} is past the end (${size} bytes)`);
-      const wanted = Math.min(length, size - offset);
-      const out = new Uint8Array(wanted);
+      checkRange(size, offset, length);
       let handle;
       try {
         handle = await open(path, 'r');
@@ -44,13 +39,7 @@ function fileSource(path: string, size: number): ByteSource {
         throw new FileReadError(path, `cannot open the file (${reasonOf(error)})`, { field: 'file' }, { cause: error });
       }
       try {
-        let filled = 0;
-        while (filled < wanted) {
-          const { bytesRead } = await handle.read(out, filled, wanted - filled, offset + filled);
-          if (bytesRead === 0) break; // the file shrank: the caller sees a short read
-          filled += bytesRead;
-        }
-        return filled === wanted ? out : out.subarray(0, filled);
+        return await readAtMost(handle, offset, Math.min(length, size - offset));
       } finally {
         await handle.close();
       }
