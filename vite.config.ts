@@ -3,6 +3,8 @@ import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
   plugins: [react()],
+  // Relative asset paths: the built app works from any folder of a static host.
+  base: './',
   build: { target: 'es2022' },
   test: {
     include: ['tests/**/*.test.ts'],

@@ -6,12 +6,23 @@ import { EngineError } from '../engine/errors.ts';
 import { GpuError } from '../gpu/errors.ts';
 import { FormatError } from '../io/errors.ts';
 import { QuantStateError } from '../quant/quantState.ts';
+import { evalCommand } from './commands/eval.ts';
+import { generateCommand } from './commands/generate.ts';
+import { infoCommand } from './commands/info.ts';
+import { logitsCommand } from './commands/logits.ts';
 import { quantizeCommand } from './commands/quantize.ts';
 import { UsageError } from './usage.ts';
 
 type Command = (args: string[]) => Promise<{ json: unknown; text: string }>;
 
 const COMMANDS: Record<string, { run: Command; summary: string }> = {
+  info: { run: infoCommand, summary: '--model SRC   (SRC: a model folder, a hub id org/name[@revision] or a hub URL; hub: HF_ENDPOINT)' },
+  logits: { run: logitsCommand, summary: '--model SRC --tokens 1,2,3' },
+  generate: {
+    run: generateCommand,
+    summary: '--model SRC --prompt TEXT [--max-new-tokens 64] [--temperature 0] [--top-k K] [--top-p P] [--repetition-penalty R] [--seed S]',
+  },
+  eval: { run: evalCommand, summary: '--model SRC --data FILE(.txt|.jsonl) [--max-length L]' },
   quantize: { run: quantizeCommand, summary: '--model DIR --out FILE [--quant-type nf4|fp4] [--blocksize 64] [--double-quant]' },
 };
 

@@ -1,0 +1,17 @@
+// The app's one zustand store, assembled from its slices. State is plain serialisable data; actions.ts talks
+// to the engine worker and writes the results here.
+
+import { create } from 'zustand';
+import { createGpuSlice, type GpuSlice } from './gpu.ts';
+import { createModelSlice, type ModelSlice } from './model.ts';
+import { createPlaygroundSlice, type PlaygroundSlice } from './playground.ts';
+import { createUiSlice, type UiSlice } from './ui.ts';
+
+export type AppState = GpuSlice & ModelSlice & PlaygroundSlice & UiSlice;
+
+export const useApp = create<AppState>()((...args) => ({
+  ...createGpuSlice(...args),
+  ...createModelSlice(...args),
+  ...createPlaygroundSlice(...args),
+  ...createUiSlice(...args),
+}));

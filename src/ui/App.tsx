@@ -1,0 +1,43 @@
+// The page: a header with the theme choice, a banner when the GPU device is lost, and the panels. Without
+// WebGPU the panels give way to a page that explains why and what to do.
+
+import { useApp } from '../store/index.ts';
+import { DevicePanel } from './DevicePanel.tsx';
+import { DeviceLostBanner, NoWebGpu } from './GpuNotices.tsx';
+import { ModelPanel } from './ModelPanel.tsx';
+import { Playground } from './Playground.tsx';
+import { ThemeSwitch } from './ThemeSwitch.tsx';
+
+export function App() {
+  const gpuState = useApp((s) => s.gpu.state);
+  return (
+    <div className="app">
+      <a className="skip-link" href="#main">
+        Skip to the panels
+      </a>
+      <header className="app-header">
+        <div>
+          <h1>tabtune</h1>
+          <p className="tagline">Fine-tune a language model in this tab, on your own GPU.</p>
+        </div>
+        <ThemeSwitch />
+      </header>
+      <DeviceLostBanner />
+      <main id="main" tabIndex={-1}>
+        {gpuState === 'unavailable' ? (
+          <NoWebGpu />
+        ) : (
+          <div className="panels">
+            <div className="column">
+              <ModelPanel />
+              <DevicePanel />
+            </div>
+            <div className="column">
+              <Playground />
+            </div>
+          </div>
+        )}
+      </main>
+    </div>
+  );
+}

@@ -1,0 +1,377 @@
+// The engine's home in the browser: a dedicated Web Worker that owns the GPU device, the engine, the loaded model
+// and its tokenizer, and answers the calls of protocol.ts. Calls that use the GPU run one after another (engine
+// scopes must not interleave); `cancel`, `catalog` and `loseDevice` are answered at once. Failures travel as
+// EngineFailure data; a lost device is reported as an event whether or not a call was running.
+
+/// <reference lib="webworker" />
+
+import { Engine } from '../engine/engine.ts';
+import { matmul } from '../engine/ops/matmul.ts';
+import { acquireBrowserGpu } from '../gpu/browser.ts';
+import type { Gpu } from '../gpu/runtime.ts';
+import { loadChatTemplate, type ChatTemplate } from '../io/chatTemplate.ts';
+import { browserFiles } from '../io/sources/browserFiles.ts';
+import { defaultCache } from '../io/sources/cache.ts';
+import { hubFiles } from '../io/sources/hub.ts';
+import type { ModelFiles } from '../io/sources/types.ts';
+import { loadTokenizer, type Tokenizer } from '../io/tokenizer.ts';
+import { inspectModel, loadModel, readModelConfig } from '../models/load.ts';
+import type { CausalLM } from '../models/model.ts';
+import { checkTokenizerFitsModel, generate } from '../train/generate.ts';
+import { describeCatalog } from './catalog.ts';
+import { toFailure, DoesNotFitError, NoModelError, BadRequestError } from './failures.ts';
+import { estimateInference, type DeviceCapacity } from './memoryEstimate.ts';
+import {
+  isRequestMessage,
+  PROTOCOL_VERSION,
+  type CallType,
+  type DeviceSummary,
+  type EngineEvent,
+  type GenerateRequest,
+  type LoadPhase,
+  type ModelSource,
+  type ModelSummary,
+  type Payload,
+  type Request,
+  type ResponseMessage,
+  type Result,
+} from './protocol.ts';
+import { staticFolder } from './staticFolder.ts';
+
+const worker = self as unknown as DedicatedWorkerGlobalScope;
+
+/** The files of the demo folder (public/demo/). */
+const DEMO_FILES = ['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'];
+/** Progress events per second, at most (the last one of a phase is always sent). */
+const PROGRESS_INTERVAL_MS = 100;
+
+interface Device {
+  gpu: Gpu;
+  engine: Engine;
+  summary: DeviceSummary;
+}
+
+interface LoadedModel {
+  model: CausalLM;
+  tokenizer: Tokenizer;
+  chatTemplate: ChatTemplate | null;
+  summary: ModelSummary;
+}
+
+let device: Device | null = null;
+let loaded: LoadedModel | null = null;
+/** Abort controllers of the calls that can be cancelled, by call id. */
+const cancellable = new Map<number, AbortController>();
+/** The tail of the queue of GPU calls. */
+let gpuQueue: Promise<unknown> = Promise.resolve();
+
+interface CallContext {
+  id: number;
+  signal: AbortSignal;
+  emit(event: EngineEvent): void;
+}
+
+function post(message: ResponseMessage): void {
+  worker.postMessage(message);
+}
+
+function emitter(id: number | null): (event: EngineEvent) => void {
+  return (event) => post({ v: PROTOCOL_VERSION, kind: 'event', id, event });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Device
+
+function memoryBudget(): number | null {
+  const gib = (worker.navigator as Navigator & { deviceMemory?: number }).deviceMemory;
+  return typeof gib === 'number' && Number.isFinite(gib) && gib > 0 ? gib * 2 ** 30 : null;
+}
+
+function capacity(): DeviceCapacity | null {
+  if (!device) return null;
+  const { maxBindingBytes, maxBufferBytes, memoryBudgetBytes } = device.summary;
+  return { maxBindingBytes, maxBufferBytes, memoryBudgetBytes };
+}
+
+async function init(): Promise<DeviceSummary> {
+  if (device && !device.gpu.isLost) return device.summary;
+  dropDevice();
+  const gpu = await acquireBrowserGpu();
+  const engine = new Engine(gpu);
+  const selfCheck = await engine.scope(async () => {
+    const a = engine.tensor([1, 2, 3, 4], [2, 2]);
+    const b = engine.tensor([5, 6, 7, 8], [2, 2]);
+    return Array.from(await matmul(a, b).read());
+  });
+  const { info } = gpu;
+  const summary: DeviceSummary = {
+    vendor: info.vendor,
+    architecture: info.architecture,
+    description: info.description,
+    features: Object.entries(info.features)
+      .filter(([, has]) => has)
+      .map(([name]) => name),
+    maxBindingBytes: info.limits.maxStorageBufferBindingSize,
+    maxBufferBytes: info.limits.maxBufferSize,
+    memoryBudgetBytes: memoryBudget(),
+    selfCheck,
+  };
+  const current: Device = { gpu, engine, summary };
+  device = current;
+  void gpu.device.lost.then((info) => {
+    if (device !== current) return; // replaced on purpose
+    device = null;
+    loaded = null; // its buffers went with the device
+    emitter(null)({ type: 'deviceLost', reason: info.reason ?? 'unknown', message: info.message });
+  });
+  return summary;
+}
+
+function dropDevice(): void {
+  const old = device;
+  device = null;
+  loaded?.model.dispose();
+  loaded = null;
+  if (old && !old.gpu.isLost) old.gpu.destroy();
+}
+
+function requireDevice(): Device {
+  if (!device || device.gpu.isLost) throw new NoModelError('the GPU is not ready: start the engine first (init)');
+  return device;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Loading
+
+/** Rate-limited progress for one phase. */
+function progressReporter(ctx: CallContext, phase: LoadPhase, unit: 'bytes' | 'tensors') {
+  let last = 0;
+  return (item: string, done: number, total: number | null) => {
+    const now = performance.now();
+    if (now - last < PROGRESS_INTERVAL_MS && done !== total) return;
+    last = now;
+    ctx.emit({ type: 'loadProgress', phase, item, done, total, unit });
+  };
+}
+
+/** The files of a source, and how to download what a load needs (hub and demo fetch; picked files are local). */
+async function openSource(source: ModelSource, ctx: CallContext): Promise<{ files: ModelFiles; name: string; fetchAll: () => Promise<void> }> {
+  const fetchProgress = progressReporter(ctx, 'fetch', 'bytes');
+  switch (source.kind) {
+    case 'demo': {
+      const files = staticFolder(source.baseUrl, DEMO_FILES, { name: 'the demo model', signal: ctx.signal, onProgress: fetchProgress });
+      return { files, name: 'Demo model', fetchAll: async () => void (await files.open('model.safetensors')) };
+    }
+    case 'hub': {
+      const files = await hubFiles(source.spec, { cache: await defaultCache(), signal: ctx.signal });
+      return {
+        files,
+        name: files.name,
+        fetchAll: async () => {
+          await files.downloadModel((p) => fetchProgress(p.file, p.doneBytes, p.totalBytes));
+        },
+      };
+    }
+    case 'files': {
+      if (!Array.isArray(source.files) || source.files.length === 0) throw new BadRequestError('no files were picked');
+      const files = browserFiles(source.files);
+      return { files, name: files.name, fetchAll: async () => {} };
+    }
+  }
+}
+
+async function loadModelCall(payload: Payload<'loadModel'>, ctx: CallContext): Promise<ModelSummary> {
+  const { engine } = requireDevice();
+  const { files, name, fetchAll } = await openSource(payload.source, ctx);
+
+  // The config alone decides whether the model can fit: check before downloading the weights.
+  ctx.emit({ type: 'loadProgress', phase: 'check', item: 'config.json', done: 0, total: null, unit: 'bytes' });
+  const config = await readModelConfig(files);
+  const estimate = estimateInference(config, 'f32', capacity());
+  ctx.emit({ type: 'estimate', estimate });
+  if (estimate.refusal !== null && !(payload.ignoreBudget && estimate.refusalOverridable)) throw new DoesNotFitError(estimate);
+
+  await fetchAll();
+  ctx.signal.throwIfAborted();
+  ctx.emit({ type: 'loadProgress', phase: 'tokenizer', item: 'tokenizer.json', done: 0, total: null, unit: 'bytes' });
+  const tokenizer = await loadTokenizer(files);
+  checkTokenizerFitsModel(tokenizer, config.vocabSize);
+  const chatTemplate = await loadChatTemplate(files, tokenizer);
+
+  // Every header is checked against the config and the device before the old model goes: a load that fails
+  // on bad files leaves the loaded one in place.
+  await inspectModel(files, engine.gpu.info.limits);
+  ctx.signal.throwIfAborted();
+  loaded?.model.dispose();
+  loaded = null;
+  const uploadProgress = progressReporter(ctx, 'upload', 'tensors');
+  const result = await loadModel(engine, files, {
+    signal: ctx.signal,
+    onProgress: (p) => uploadProgress(p.tensor, p.loaded, p.total),
+  });
+  const { model, plan, warnings } = result;
+  const summary: ModelSummary = {
+    name,
+    sourceKind: payload.source.kind,
+    modelType: config.modelType,
+    family: config.family,
+    parameterCount: plan.parameterCount,
+    layers: config.numLayers,
+    hiddenSize: config.hiddenSize,
+    heads: config.numHeads,
+    kvHeads: config.numKvHeads,
+    headDim: config.headDim,
+    intermediateSize: config.intermediateSize,
+    vocabSize: config.vocabSize,
+    maxPositions: config.maxPositions,
+    tiedEmbeddings: config.tieWordEmbeddings,
+    storedDtype: config.dtype,
+    gpuWeightBytes: plan.f32Bytes,
+    tokenizer: {
+      type: tokenizer.modelType,
+      vocabSize: tokenizer.vocabSize,
+      eos: tokenizer.special.eos?.text ?? null,
+      bos: tokenizer.special.bos?.text ?? null,
+    },
+    hasChatTemplate: chatTemplate !== null,
+    warnings: [...warnings.map((w) => w.message), ...tokenizer.warnings],
+  };
+  loaded = { model, tokenizer, chatTemplate, summary };
+  return summary;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Generation
+
+async function generateCall(payload: GenerateRequest, ctx: CallContext): Promise<Result<'generate'>> {
+  requireDevice();
+  if (!loaded) throw new NoModelError('no model is loaded: load one first');
+  const { model, tokenizer, chatTemplate } = loaded;
+  const started = performance.now();
+  if (typeof payload.prompt !== 'string') throw new BadRequestError('the prompt must be text');
+  let promptIds: number[];
+  if (payload.useChatTemplate) {
+    if (!chatTemplate) throw new BadRequestError('this model has no chat template');
+    const rendered = chatTemplate.render([{ role: 'user', content: payload.prompt }], { addGenerationPrompt: true });
+    promptIds = tokenizer.encode(rendered, { addSpecialTokens: false });
+  } else {
+    promptIds = tokenizer.encode(payload.prompt);
+  }
+  if (promptIds.length === 0) {
+    const bos = tokenizer.special.bos ?? tokenizer.special.eos;
+    if (!bos) throw new BadRequestError('the prompt is empty and the tokenizer has no start token to begin from');
+    promptIds = [bos.id];
+  }
+  if (promptIds.length >= model.config.maxPositions) {
+    throw new BadRequestError(`the prompt is ${promptIds.length} tokens; this model's context holds ${model.config.maxPositions}, with room needed for new tokens`);
+  }
+  const stopTokens = [...new Set([...tokenizer.special.eosIds, ...model.config.eosTokenIds])];
+  const { sampling } = payload;
+  let firstTokenAt: number | null = null;
+  const result = await generate(model, promptIds, {
+    maxNewTokens: sampling.maxNewTokens,
+    temperature: sampling.temperature,
+    topK: sampling.topK,
+    topP: sampling.topP,
+    repetitionPenalty: sampling.repetitionPenalty,
+    seed: sampling.seed,
+    stopTokens,
+    signal: ctx.signal,
+    decoder: tokenizer,
+    skipSpecialTokens: true,
+    vocabLimit: Math.min(tokenizer.vocabSize, model.config.vocabSize),
+    onStep: (step) => {
+      firstTokenAt ??= performance.now();
+      ctx.emit({ type: 'token', delta: step.text, tokenId: step.token, index: step.index });
+    },
+  });
+  if (result.finalText) ctx.emit({ type: 'token', delta: result.finalText, tokenId: -1, index: result.tokens.length });
+  const finished = performance.now();
+  return {
+    text: result.text,
+    tokenIds: result.tokens,
+    promptTokens: result.promptTokens,
+    stopReason: result.stopReason,
+    totalMs: finished - started,
+    decodeMs: firstTokenAt === null ? 0 : finished - firstTokenAt,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Dispatch
+
+type Handler<T extends CallType> = (payload: Payload<T>, ctx: CallContext) => Promise<Result<T>>;
+
+const handlers: { [T in CallType]: { gpu: boolean; cancellable: boolean; run: Handler<T> } } = {
+  catalog: { gpu: false, cancellable: false, run: async () => describeCatalog(capacity()) },
+  init: { gpu: true, cancellable: false, run: () => init() },
+  loadModel: { gpu: true, cancellable: true, run: loadModelCall },
+  unloadModel: {
+    gpu: true,
+    cancellable: false,
+    run: async () => {
+      const had = loaded !== null;
+      loaded?.model.dispose();
+      loaded = null;
+      return { unloaded: had };
+    },
+  },
+  loadedModel: { gpu: false, cancellable: false, run: async () => loaded?.summary ?? null },
+  generate: { gpu: true, cancellable: true, run: generateCall },
+  cancel: {
+    gpu: false,
+    cancellable: false,
+    run: async ({ target }) => {
+      const controller = cancellable.get(target);
+      controller?.abort(new DOMException('cancelled by the user', 'AbortError'));
+      return { found: controller !== undefined };
+    },
+  },
+  loseDevice: {
+    gpu: false,
+    cancellable: false,
+    run: async () => {
+      if (!device) return { lost: false };
+      device.gpu.device.destroy();
+      return { lost: true };
+    },
+  },
+};
+
+async function handle(id: number, request: Request): Promise<void> {
+  const entry = handlers[request.type] as { gpu: boolean; cancellable: boolean; run: Handler<CallType> } | undefined;
+  if (!entry) throw new BadRequestError(`unknown call ${JSON.stringify(String(request.type))}`);
+  const controller = new AbortController();
+  if (entry.cancellable) cancellable.set(id, controller);
+  const ctx: CallContext = { id, signal: controller.signal, emit: emitter(id) };
+  const run = () => entry.run(request as Payload<CallType>, ctx);
+  try {
+    let result: unknown;
+    if (entry.gpu) {
+      const queued = gpuQueue.then(() => (controller.signal.throwIfAborted(), run()));
+      gpuQueue = queued.catch(() => undefined);
+      result = await queued;
+    } else {
+      result = await run();
+    }
+    post({ v: PROTOCOL_VERSION, kind: 'result', id, type: request.type, result } as ResponseMessage);
+  } finally {
+    cancellable.delete(id);
+  }
+}
+
+worker.onmessage = (event: MessageEvent<unknown>) => {
+  const message = event.data;
+  if (!isRequestMessage(message)) {
+    post({ v: PROTOCOL_VERSION, kind: 'error', id: -1, error: toFailure(new BadRequestError('a message that is not a call was ignored')) });
+    return;
+  }
+  if (message.v !== PROTOCOL_VERSION) {
+    const error = new BadRequestError(`protocol version ${message.v} is not this worker's ${PROTOCOL_VERSION}: reload the page`);
+    post({ v: PROTOCOL_VERSION, kind: 'error', id: message.id, error: { ...toFailure(error), kind: 'protocol' } });
+    return;
+  }
+  handle(message.id, message.request).catch((error: unknown) => {
+    post({ v: PROTOCOL_VERSION, kind: 'error', id: message.id, error: toFailure(error) });
+  });
+};
