@@ -90,3 +90,53 @@ fn matmul(@builtin(local_invocation_id) local: vec3<u32>, @builtin(workgroup_id)
     }
   }
 }
+
+// Direct variant, for one or a few rows (decoding) and for software adapters: no workgroup memory
+// and no barriers (a barrier costs a context switch per invocation on a CPU emulation). Each thread
+// computes a 4 x 4 block of C straight from global memory.
+// Grid: 1-D over ceil(M / 4) · ceil(N / 4) blocks (spilling into y), z = batch.
+const DIRECT_WORKGROUP: u32 = 64u;
+
+@compute @workgroup_size(DIRECT_WORKGROUP)
+fn matmul_direct(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+  let blocks_n = (params.N + THREAD_COLS - 1u) / THREAD_COLS;
+  let blocks_m = (params.M + THREAD_ROWS - 1u) / THREAD_ROWS;
+  let block = id.x + id.y * groups.x * DIRECT_WORKGROUP;
+  if (block >= blocks_m * blocks_n) { return; }
+  let batch = id.z;
+  let row0 = (block / blocks_n) * THREAD_ROWS;
+  let col0 = (block % blocks_n) * THREAD_COLS;
+  let a_base = batch * params.a_batch_stride;
+  let b_base = batch * params.b_batch_stride;
+
+  var acc: array<array<f32, THREAD_COLS>, THREAD_ROWS>;
+  for (var k = 0u; k < params.K; k++) {
+    var a_reg: array<f32, THREAD_ROWS>;
+    var b_reg: array<f32, THREAD_COLS>;
+    for (var r = 0u; r < THREAD_ROWS; r++) {
+      let m = row0 + r;
+      if (m < params.M) { a_reg[r] = a[a_base + m * params.a_stride_m + k * params.a_stride_k]; }
+    }
+    for (var col = 0u; col < THREAD_COLS; col++) {
+      let n = col0 + col;
+      if (n < params.N) { b_reg[col] = b[b_base + k * params.b_stride_k + n * params.b_stride_n]; }
+    }
+    for (var r = 0u; r < THREAD_ROWS; r++) {
+      for (var col = 0u; col < THREAD_COLS; col++) { acc[r][col] = fma(a_reg[r], b_reg[col], acc[r][col]); }
+    }
+  }
+
+  let c_base = batch * params.M * params.N;
+  for (var r = 0u; r < THREAD_ROWS; r++) {
+    let m = row0 + r;
+    if (m >= params.M) { continue; }
+    for (var col = 0u; col < THREAD_COLS; col++) {
+      let n = col0 + col;
+      if (n >= params.N) { continue; }
+      let index = c_base + m * params.N + n;
+      var value = params.alpha * acc[r][col];
+      if (params.beta != 0.0) { value += params.beta * c[index]; }
+      c[index] = value;
+    }
+  }
+}

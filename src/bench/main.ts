@@ -18,7 +18,7 @@ const device = { vendor: gpu.info.vendor, architecture: gpu.info.architecture, d
 log(`device: ${[device.vendor, device.architecture, device.description].filter(Boolean).join(' · ')}`);
 
 // A software adapter (SwiftShader, llvmpipe) runs at about 1 GFLOP/s: only the quick set fits in minutes there.
-const software = /swiftshader|llvmpipe|lavapipe/i.test(`${device.architecture} ${device.description}`);
+const software = gpu.info.software;
 // Training batches of 512 tokens on a real GPU; 64 in quick mode.
 const small = quick || software;
 const tokens = small ? 64 : 512;

@@ -1,7 +1,7 @@
 // matmul GFLOP/s at training shapes: the forward projections, their weight gradients, and LoRA's skinny products.
 
 import type { Engine } from '../engine/engine.ts';
-import { matmul } from '../engine/ops/matmul.ts';
+import { chooseMatmulKernel, matmul, type MatmulKernel } from '../engine/ops/matmul.ts';
 import { medianMsPerCall } from './timing.ts';
 
 export interface MatmulResult {
@@ -11,6 +11,8 @@ export interface MatmulResult {
   K: number;
   transposeA: boolean;
   transposeB: boolean;
+  /** Which kernel the engine chose for this shape on this device. */
+  kernel: MatmulKernel;
   ms: number;
   gflops: number;
 }
@@ -53,7 +55,8 @@ export async function runMatmulBenchmarks(
       });
     });
     const gflops = (2 * shape.M * shape.N * shape.K) / (ms * 1e6);
-    results.push({ name: shape.name, M: shape.M, N: shape.N, K: shape.K, transposeA, transposeB, ms, gflops });
+    const kernel = chooseMatmulKernel(engine.gpu.info.software, shape.M);
+    results.push({ name: shape.name, M: shape.M, N: shape.N, K: shape.K, transposeA, transposeB, kernel, ms, gflops });
     options.log(`matmul ${shape.name}: ${gflops.toFixed(2)} GFLOP/s`);
   }
   return results;

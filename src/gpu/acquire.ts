@@ -32,6 +32,7 @@ export async function acquireGpuFromAdapter(adapter: GPUAdapter | null, where: s
     vendor: adapterInfo?.vendor ?? '',
     architecture: adapterInfo?.architecture ?? '',
     description: adapterInfo?.description ?? '',
+    software: /swiftshader|llvmpipe|lavapipe/i.test(`${adapterInfo?.architecture} ${adapterInfo?.description}`),
     features: {
       timestampQuery: device.features.has('timestamp-query'),
       subgroups: device.features.has('subgroups'),

@@ -22,6 +22,8 @@ export interface GpuInfo {
   vendor: string;
   architecture: string;
   description: string;
+  /** A CPU emulation (SwiftShader, llvmpipe): kernels with barriers are slow there. */
+  software: boolean;
   features: { timestampQuery: boolean; subgroups: boolean; shaderF16: boolean };
   limits: {
     maxBufferSize: number;

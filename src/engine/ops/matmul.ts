@@ -5,6 +5,7 @@
 import { f32, u32 } from '../../gpu/runtime.ts';
 import { ShapeError, shapeText } from '../errors.ts';
 import type { Tensor } from '../tensor.ts';
+import { grid1d } from '../kernels/grid.ts';
 import { requireDType } from './checks.ts';
 
 export interface MatmulOptions {
@@ -12,7 +13,7 @@ export interface MatmulOptions {
   transposeB?: boolean;
 }
 
-interface MatmulDims {
+export interface MatmulDims {
   batch: number;
   M: number;
   N: number;
@@ -66,6 +67,21 @@ function matmulDims(a: Tensor, b: Tensor, transposeA: boolean, transposeB: boole
   return { batch: Math.max(aBatch, bBatch), M, N, K, aBatched: aBatch > 1 || sameBatch, bBatched: bBatch > 1 || sameBatch };
 }
 
+/**
+ * 'tiled': workgroup-memory tiles, for real GPUs and many rows. 'direct': no workgroup memory and no
+ * barriers, for a few rows (decoding) and for software adapters, where a barrier is a context switch
+ * per invocation and the direct kernel is several times faster.
+ */
+export type MatmulKernel = 'tiled' | 'direct';
+
+const DIRECT_MAX_ROWS = 8;
+const DIRECT_WORKGROUP = 64;
+const BLOCK = 4; // THREAD_ROWS = THREAD_COLS in the shader
+
+export function chooseMatmulKernel(softwareAdapter: boolean, M: number): MatmulKernel {
+  return softwareAdapter || M <= DIRECT_MAX_ROWS ? 'direct' : 'tiled';
+}
+
 /** out = alpha · op(a) · op(b) + beta · out, on the GPU. */
 export function matmulInto(
   out: Tensor,
@@ -76,6 +92,7 @@ export function matmulInto(
   transposeB: boolean,
   alpha: number,
   beta: number,
+  kernel: MatmulKernel = chooseMatmulKernel(out.engine.gpu.info.software, dims.M),
 ): void {
   const { batch, M, N, K } = dims;
   if (M === 0 || N === 0 || batch === 0) return;
@@ -85,8 +102,10 @@ export function matmulInto(
   const bStrideN = transposeB ? K : 1;
   const maxGroups = out.engine.gpu.info.limits.maxComputeWorkgroupsPerDimension;
   if (batch > maxGroups) throw new ShapeError(`matmul: batch ${batch} exceeds the device's ${maxGroups} workgroups per dimension`);
+  const blocks = Math.ceil(M / BLOCK) * Math.ceil(N / BLOCK);
+  const [x, y] = grid1d(blocks, DIRECT_WORKGROUP);
   out.engine.gpu.dispatch(
-    { shader: 'matmul', entryPoint: 'matmul' },
+    { shader: 'matmul', entryPoint: kernel === 'tiled' ? 'matmul' : 'matmul_direct' },
     {
       params: [
         u32(M),
@@ -102,7 +121,7 @@ export function matmulInto(
         f32(beta),
       ],
       bindings: [a.binding, b.binding, out.binding],
-      workgroups: [Math.ceil(N / TILE), Math.ceil(M / TILE), batch],
+      workgroups: kernel === 'tiled' ? [Math.ceil(N / TILE), Math.ceil(M / TILE), batch] : [x, y, batch],
     },
   );
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ShapeError } from '../../../src/engine/errors.ts';
-import { matmul } from '../../../src/engine/ops/matmul.ts';
+import { matmul, matmulInto, type MatmulKernel } from '../../../src/engine/ops/matmul.ts';
 import { matmulBackwardReference, matmulReference, type MatmulReferenceDims } from '../../../src/engine/reference/matmul.ts';
 import { testEngine } from '../../helpers/gpu.ts';
 import { dot, expectClose, numericGradient, randomArray, rng, toF32 } from '../../helpers/numeric.ts';
@@ -45,6 +45,26 @@ describe('matmul', () => {
       const { dA, dB } = matmulBackwardReference(aData, bData, dC, d);
       expectClose(await a.grad!.read(), dA, 1e-4, 'dA');
       expectClose(await b.grad!.read(), dB, 1e-4, 'dB');
+    });
+  });
+
+  it.each(cases.filter((_, i) => i % 3 === 0 || i >= cases.length - 4))('both kernels (tiled and direct) match the reference, accumulating with alpha and beta: %o', async (d) => {
+    const random = rng(d.M * 7 + d.N * 3 + d.K);
+    const { a: aShape, b: bShape } = shapes(d);
+    const aData = randomArray(aShape.reduce((p, x) => p * x, 1), random);
+    const bData = randomArray(bShape.reduce((p, x) => p * x, 1), random);
+    const cData = randomArray(d.batch * d.M * d.N, random);
+    const product = matmulReference(aData, bData, d);
+    const expected = product.map((value, i) => 0.5 * value + 2 * cData[i]);
+    await engine.scope(async () => {
+      const a = engine.tensor(toF32(aData), aShape);
+      const b = engine.tensor(toF32(bData), bShape);
+      const dims = { batch: d.batch, M: d.M, N: d.N, K: d.K, aBatched: !d.aShared, bBatched: !d.bShared };
+      for (const kernel of ['tiled', 'direct'] as MatmulKernel[]) {
+        const c = engine.tensor(toF32(cData), [d.batch, d.M, d.N]);
+        matmulInto(c, a, b, dims, d.transposeA, d.transposeB, 0.5, 2, kernel);
+        expectClose(await c.read(), expected, 1e-4, kernel);
+      }
     });
   });
 
