@@ -10,7 +10,9 @@ import { evalCommand } from './commands/eval.ts';
 import { generateCommand } from './commands/generate.ts';
 import { infoCommand } from './commands/info.ts';
 import { logitsCommand } from './commands/logits.ts';
+import { mergeCommand } from './commands/merge.ts';
 import { quantizeCommand } from './commands/quantize.ts';
+import { trainCommand } from './commands/train.ts';
 import { UsageError } from './usage.ts';
 
 type Command = (args: string[]) => Promise<{ json: unknown; text: string }>;
@@ -24,6 +26,12 @@ const COMMANDS: Record<string, { run: Command; summary: string }> = {
   },
   eval: { run: evalCommand, summary: '--model SRC --data FILE(.txt|.jsonl) [--max-length L]' },
   quantize: { run: quantizeCommand, summary: '--model DIR --out FILE [--quant-type nf4|fp4] [--blocksize 64] [--double-quant]' },
+  train: {
+    run: trainCommand,
+    summary:
+      '--model SRC --data FILE --method lora|qlora|adapter --out DIR [--r 8] [--alpha 16] [--dropout 0] [--rslora] [--targets q_proj,v_proj|all-linear] [--reduction-factor 16] [--placement pfeiffer|houlsby] [--steps 50] [--lr 2e-4] [--batch 4] [--seq 128] [--grad-accum 1] [--warmup 0] [--schedule constant|linear|cosine] [--seed 0] [--eval-every 10] [--save-every 0] [--resume DIR]',
+  },
+  merge: { run: mergeCommand, summary: '--model SRC --adapter DIR --out DIR [--quant nf4]   (LoRA adapters; writes an HF model folder)' },
 };
 
 function usage(): string {

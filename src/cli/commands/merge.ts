@@ -1,0 +1,94 @@
+// `tabtune merge --model SRC --adapter DIR --out DIR [--quant nf4] [--json]`: fold a PEFT LoRA adapter into its
+// base and write a Hugging Face model directory (config.json, tokenizer files, model.safetensors in f32 under the
+// base checkpoint's own tensor names; src/peft/mergedExport.ts). With --quant nf4 the base is quantized on load, as
+// QLoRA trained it, and the adapter is merged into the dequantized weights: the function the adapter was trained
+// against. AdapterHub bottleneck adapters are refused: their non-linearity cannot be folded into a weight.
+
+import { stat } from 'node:fs/promises';
+import { Engine } from '../../engine/engine.ts';
+import { acquireNodeGpu } from '../../gpu/node.ts';
+import { quoteName } from '../../io/errors.ts';
+import { encodeSafetensors } from '../../io/safetensorsWriter.ts';
+import { localDirectory } from '../../io/sources/localDirectory.ts';
+import { loadModel } from '../../models/load.ts';
+import { LoraConfigError } from '../../peft/loraLinear.ts';
+import { MERGED_WEIGHTS_FILE, mergedModelTensors, mergedSideFiles } from '../../peft/mergedExport.ts';
+import { importLoraAdapter } from '../../peft/peftFiles.ts';
+import { loadModelQuantized } from '../../peft/qlora.ts';
+import { resolveModelSource } from '../modelSource.ts';
+import { parseOptions, progress, requireOption, UsageError } from '../usage.ts';
+import { writeFilesAtomically } from './train.ts';
+
+/** What kind of adapter a folder holds, from its files (before anything is parsed in depth). */
+async function adapterKind(dir: string): Promise<'lora' | 'bottleneck'> {
+  const stats = await stat(dir).catch(() => null);
+  if (!stats?.isDirectory()) throw new UsageError(`merge: --adapter ${quoteName(dir)}: no such folder`);
+  const folder = localDirectory(dir);
+  const names = await folder.list();
+  if (names.includes('adapter.safetensors') || names.includes('pytorch_adapter.bin')) return 'bottleneck';
+  if (names.includes('adapter_config.json')) {
+    const source = await folder.open('adapter_config.json');
+    const text = new TextDecoder().decode(await source.read(0, Math.min(source.size, 1 << 20)));
+    // AdapterHub's wrapper has "config" with "architecture": "bottleneck"; PEFT's has "peft_type".
+    if (/"architecture"\s*:\s*"bottleneck"/.test(text) && !/"peft_type"/.test(text)) return 'bottleneck';
+  }
+  return 'lora';
+}
+
+export async function mergeCommand(args: string[]) {
+  const o = parseOptions('merge', args, { model: { type: 'string' }, adapter: { type: 'string' }, out: { type: 'string' }, quant: { type: 'string' } });
+  const spec = requireOption('merge', 'model', o.model);
+  const adapterDir = requireOption('merge', 'adapter', o.adapter);
+  const out = requireOption('merge', 'out', o.out);
+  if (o.quant !== undefined && o.quant !== 'nf4') throw new UsageError(`merge: --quant must be nf4, got '${o.quant}'`);
+  if ((await adapterKind(adapterDir)) === 'bottleneck') {
+    throw new UsageError(
+      `merge: --adapter ${quoteName(adapterDir)} is an AdapterHub bottleneck adapter, which cannot be merged into the weights (its non-linearity has no linear form); only LoRA adapters merge`,
+    );
+  }
+  const files = await resolveModelSource('merge', spec);
+  const side = await mergedSideFiles(files);
+
+  const gpu = await acquireNodeGpu();
+  try {
+    const engine = new Engine(gpu);
+    const loaded = o.quant === 'nf4' ? await loadModelQuantized(engine, files, { quantType: 'nf4', doubleQuant: true }) : await loadModel(engine, files);
+    progress(`loaded ${loaded.plan.tensors.length} tensors from ${files.name}`);
+    let model = loaded.model;
+    try {
+      let imported;
+      try {
+        imported = await importLoraAdapter(model, localDirectory(adapterDir), { baseModelName: spec });
+      } catch (error) {
+        if (error instanceof LoraConfigError) throw new UsageError(`merge: --adapter ${quoteName(adapterDir)}: ${error.message}`);
+        throw error;
+      }
+      for (const warning of imported.warnings) progress(`warning: ${warning}`);
+      const merged = imported.peft.adapterConfig().paths.length;
+      model = await imported.peft.mergeAndUnload();
+      const tensors = await mergedModelTensors(model, loaded.plan);
+      const weights = encodeSafetensors(tensors, { format: 'pt' }, { fileName: MERGED_WEIGHTS_FILE });
+      const written = new Map(side);
+      written.set(MERGED_WEIGHTS_FILE, concat([weights.header, ...weights.chunks], weights.byteLength));
+      // Weights first, then config.json last: a folder with a config is a complete model.
+      const ordered = new Map([...written].sort(([a], [b]) => (a === 'config.json' ? 1 : b === 'config.json' ? -1 : 0)));
+      await writeFilesAtomically(out, ordered);
+      const json = { out, mergedModules: merged, tensors: tensors.length, bytes: weights.byteLength, files: [...ordered.keys()], quant: o.quant ?? null };
+      return { json, text: `merged the LoRA adapter into ${merged} linear layers; wrote ${out} (${tensors.length} tensors, ${weights.byteLength} bytes)` };
+    } finally {
+      model.dispose();
+    }
+  } finally {
+    gpu.destroy();
+  }
+}
+
+function concat(parts: readonly Uint8Array[], total: number): Uint8Array {
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.byteLength;
+  }
+  return out;
+}
