@@ -13,7 +13,10 @@ import type { ModelFiles } from '../io/sources/types.ts';
 import { loadTokenizer, type Tokenizer } from '../io/tokenizer.ts';
 import type { ModelConfig } from '../models/config.ts';
 import { loadModel, readModelConfig, type LoadedModel } from '../models/load.ts';
+import type { CausalLM } from '../models/model.ts';
 import { checkTokenizerFitsModel } from '../train/generate.ts';
+import { loadModelQuantized } from '../peft/qlora.ts';
+import { adapterKind, attachAdapterFolder } from './adapterOption.ts';
 import { progress, UsageError } from './usage.ts';
 
 /** Whether `spec` can only mean a path (so a missing one is "no such folder", not a hub lookup). */
@@ -58,7 +61,9 @@ function megabytes(bytes: number): string {
   return `${(bytes / 1e6).toFixed(1)} MB`;
 }
 
-export interface CliModel extends LoadedModel {
+export interface CliModel extends Omit<LoadedModel, 'model'> {
+  /** The model to run: the base, or the base with the --adapter attached. */
+  model: CausalLM;
   files: ModelFiles;
   engine: Engine;
   gpu: Gpu;
@@ -81,9 +86,17 @@ export interface PreparedSource {
 export async function withModel<T>(
   command: string,
   spec: string,
-  options: { tokenizer: boolean; prepare?: (source: PreparedSource) => void | Promise<void> },
+  options: {
+    tokenizer: boolean;
+    prepare?: (source: PreparedSource) => void | Promise<void>;
+    /** --adapter DIR: a PEFT LoRA or AdapterHub bottleneck adapter attached after loading. */
+    adapter?: string;
+    /** --quant nf4: the base's linear layers quantized while they load (QLoRA's base). */
+    quant?: 'nf4';
+  },
   use: (loaded: CliModel) => Promise<T>,
 ): Promise<T> {
+  if (options.adapter !== undefined) await adapterKind(command, options.adapter); // a missing folder fails before the GPU
   const files = await resolveModelSource(command, spec);
   const config = await readModelConfig(files);
   const tokenizer = options.tokenizer ? await loadTokenizer(files) : null;
@@ -93,16 +106,20 @@ export async function withModel<T>(
   const gpu = await acquireNodeGpu();
   try {
     const engine = new Engine(gpu);
-    const loaded = await loadModel(engine, files, {
-      onProgress: ({ loaded: done, total }) => {
-        if (done === total) progress(`loaded ${total} tensors from ${files.name}`);
-      },
-    });
+    const onProgress = ({ loaded: done, total }: { loaded: number; total: number }) => {
+      if (done === total) progress(`loaded ${total} tensors from ${files.name}`);
+    };
+    const loaded =
+      options.quant === 'nf4'
+        ? await loadModelQuantized(engine, files, { onProgress, quantType: 'nf4', doubleQuant: true })
+        : await loadModel(engine, files, { onProgress });
     for (const warning of loaded.warnings) progress(`warning: ${warning.message}`);
+    let model = loaded.model;
     try {
-      return await use({ ...loaded, files, engine, gpu, tokenizer });
+      if (options.adapter !== undefined) model = await attachAdapterFolder(command, model, options.adapter, spec);
+      return await use({ ...loaded, model, files, engine, gpu, tokenizer });
     } finally {
-      loaded.model.dispose();
+      model.dispose();
     }
   } finally {
     gpu.destroy();

@@ -7,6 +7,7 @@ import { FileReadError, quoteName } from '../../io/errors.ts';
 import { TextFileError } from '../../io/sources/types.ts';
 import { decodeUtf8Strict } from '../../io/strictJson.ts';
 import { DEFAULT_EVAL_MAX_LENGTH, evaluateTokens, isJsonLines, readEvalDocuments, tokenizeDocuments } from '../../train/evaluate.ts';
+import { ADAPTER_OPTIONS, quantOption } from '../adapterOption.ts';
 import { withModel, type PreparedSource } from '../modelSource.ts';
 import { integerOption, parseOptions, progress, requireOption, UsageError } from '../usage.ts';
 
@@ -28,7 +29,8 @@ async function readDataFile(path: string): Promise<string> {
 }
 
 export async function evalCommand(args: string[]) {
-  const options = parseOptions('eval', args, { model: { type: 'string' }, data: { type: 'string' }, 'max-length': { type: 'string' } });
+  const options = parseOptions('eval', args, {
+    ...ADAPTER_OPTIONS, model: { type: 'string' }, data: { type: 'string' }, 'max-length': { type: 'string' } });
   const spec = requireOption('eval', 'model', options.model);
   const dataPath = requireOption('eval', 'data', options.data);
   const requestedLength = options['max-length'] === undefined ? undefined : integerOption('eval', 'max-length', options['max-length'], 1);
@@ -45,7 +47,7 @@ export async function evalCommand(args: string[]) {
     ids = tokenizeDocuments(tokenizer!, readEvalDocuments(content, dataPath, template));
     if (ids.length < 2) throw new UsageError(`eval: --data ${quoteName(dataPath)} is ${ids.length} token${ids.length === 1 ? '' : 's'} long; at least 2 are needed`);
   };
-  return withModel('eval', spec, { tokenizer: true, prepare }, async ({ model, config }) => {
+  return withModel('eval', spec, { adapter: options.adapter, quant: quantOption('eval', options.quant), tokenizer: true, prepare }, async ({ model, config }) => {
     const maxLength = requestedLength ?? Math.min(config.maxPositions, DEFAULT_EVAL_MAX_LENGTH);
     const result = await evaluateTokens(model, ids, {
       maxLength,

@@ -5,6 +5,7 @@
 
 import { generate } from '../../train/generate.ts';
 import { checkSamplingOptions, randomSeed } from '../../train/sampling.ts';
+import { ADAPTER_OPTIONS, quantOption } from '../adapterOption.ts';
 import { withModel, type PreparedSource } from '../modelSource.ts';
 import { integerOption, parseOptions, progress, requireOption, UsageError } from '../usage.ts';
 
@@ -19,6 +20,7 @@ function numberOption(name: string, value: string | undefined, valid: (n: number
 
 export async function generateCommand(args: string[]) {
   const options = parseOptions('generate', args, {
+    ...ADAPTER_OPTIONS,
     model: { type: 'string' },
     prompt: { type: 'string' },
     'max-new-tokens': { type: 'string' },
@@ -58,7 +60,7 @@ export async function generateCommand(args: string[]) {
     }
     stopTokens = [...new Set([...tokenizer!.special.eosIds, ...config.eosTokenIds])].filter((id) => id < config.vocabSize);
   };
-  return withModel('generate', spec, { tokenizer: true, prepare }, async ({ model, tokenizer }) => {
+  return withModel('generate', spec, { adapter: options.adapter, quant: quantOption('generate', options.quant), tokenizer: true, prepare }, async ({ model, tokenizer }) => {
     const tok = tokenizer!;
     const controller = new AbortController();
     const onInterrupt = () => controller.abort();

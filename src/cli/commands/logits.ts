@@ -3,6 +3,7 @@
 
 import type { ModelConfig } from '../../models/config.ts';
 import { tokenTensor } from '../../models/model.ts';
+import { ADAPTER_OPTIONS, quantOption } from '../adapterOption.ts';
 import { withModel } from '../modelSource.ts';
 import { parseOptions, requireOption, UsageError } from '../usage.ts';
 
@@ -18,7 +19,8 @@ export function parseTokenList(command: string, text: string): number[] {
 }
 
 export async function logitsCommand(args: string[]) {
-  const options = parseOptions('logits', args, { model: { type: 'string' }, tokens: { type: 'string' } });
+  const options = parseOptions('logits', args, {
+    ...ADAPTER_OPTIONS, model: { type: 'string' }, tokens: { type: 'string' } });
   const spec = requireOption('logits', 'model', options.model);
   const ids = parseTokenList('logits', requireOption('logits', 'tokens', options.tokens));
   // Checked before the GPU is used: ids outside the vocabulary or past the context are the user's mistake.
@@ -30,7 +32,7 @@ export async function logitsCommand(args: string[]) {
       throw new UsageError(`logits: ${ids.length} tokens are more than the model's context of ${config.maxPositions} positions`);
     }
   };
-  return withModel('logits', spec, { tokenizer: false, prepare }, async ({ engine, model, config }) => {
+  return withModel('logits', spec, { adapter: options.adapter, quant: quantOption('logits', options.quant), tokenizer: false, prepare }, async ({ engine, model, config }) => {
     const V = config.vocabSize;
     const values = await engine.scope(() => engine.noGrad(() => model.forward(tokenTensor(engine, [ids], V))).read());
     const logits = ids.map((_, t) => Array.from(values.subarray(t * V, (t + 1) * V)));

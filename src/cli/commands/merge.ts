@@ -4,7 +4,6 @@
 // QLoRA trained it, and the adapter is merged into the dequantized weights: the function the adapter was trained
 // against. AdapterHub bottleneck adapters are refused: their non-linearity cannot be folded into a weight.
 
-import { stat } from 'node:fs/promises';
 import { Engine } from '../../engine/engine.ts';
 import { acquireNodeGpu } from '../../gpu/node.ts';
 import { quoteName } from '../../io/errors.ts';
@@ -15,25 +14,10 @@ import { LoraConfigError } from '../../peft/loraLinear.ts';
 import { MERGED_WEIGHTS_FILE, mergedModelTensors, mergedSideFiles } from '../../peft/mergedExport.ts';
 import { importLoraAdapter } from '../../peft/peftFiles.ts';
 import { loadModelQuantized } from '../../peft/qlora.ts';
+import { adapterKind } from '../adapterOption.ts';
 import { resolveModelSource } from '../modelSource.ts';
 import { parseOptions, progress, requireOption, UsageError } from '../usage.ts';
 import { writeFilesAtomically } from './train.ts';
-
-/** What kind of adapter a folder holds, from its files (before anything is parsed in depth). */
-async function adapterKind(dir: string): Promise<'lora' | 'bottleneck'> {
-  const stats = await stat(dir).catch(() => null);
-  if (!stats?.isDirectory()) throw new UsageError(`merge: --adapter ${quoteName(dir)}: no such folder`);
-  const folder = localDirectory(dir);
-  const names = await folder.list();
-  if (names.includes('adapter.safetensors') || names.includes('pytorch_adapter.bin')) return 'bottleneck';
-  if (names.includes('adapter_config.json')) {
-    const source = await folder.open('adapter_config.json');
-    const text = new TextDecoder().decode(await source.read(0, Math.min(source.size, 1 << 20)));
-    // AdapterHub's wrapper has "config" with "architecture": "bottleneck"; PEFT's has "peft_type".
-    if (/"architecture"\s*:\s*"bottleneck"/.test(text) && !/"peft_type"/.test(text)) return 'bottleneck';
-  }
-  return 'lora';
-}
 
 export async function mergeCommand(args: string[]) {
   const o = parseOptions('merge', args, { model: { type: 'string' }, adapter: { type: 'string' }, out: { type: 'string' }, quant: { type: 'string' } });
@@ -41,7 +25,7 @@ export async function mergeCommand(args: string[]) {
   const adapterDir = requireOption('merge', 'adapter', o.adapter);
   const out = requireOption('merge', 'out', o.out);
   if (o.quant !== undefined && o.quant !== 'nf4') throw new UsageError(`merge: --quant must be nf4, got '${o.quant}'`);
-  if ((await adapterKind(adapterDir)) === 'bottleneck') {
+  if ((await adapterKind('merge', adapterDir)) === 'bottleneck') {
     throw new UsageError(
       `merge: --adapter ${quoteName(adapterDir)} is an AdapterHub bottleneck adapter, which cannot be merged into the weights (its non-linearity has no linear form); only LoRA adapters merge`,
     );
