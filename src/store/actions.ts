@@ -73,7 +73,7 @@ export function demoSource(): ModelSource {
 
 function reloadableOf(source: ModelSource): ReloadableSource | null {
   if (source.kind === 'demo') return { kind: 'demo' };
-  if (source.kind === 'hub') return { kind: 'hub', spec: source.spec };
+  if (source.kind === 'hub') return { kind: 'hub', spec: source.spec, ...(source.endpoint ? { endpoint: source.endpoint } : {}) };
   return null;
 }
 

@@ -18,7 +18,7 @@ export interface LoadProgress {
 export type ModelStatus = 'none' | 'loading' | 'ready';
 
 /** A source that can be loaded again without asking the user (picked files cannot: the page holds them). */
-export type ReloadableSource = { kind: 'demo' } | { kind: 'hub'; spec: string };
+export type ReloadableSource = { kind: 'demo' } | { kind: 'hub'; spec: string; endpoint?: string };
 
 export interface ModelState {
   catalog: CatalogEntry[] | null;

@@ -1,12 +1,14 @@
 // Choosing and loading a model: the built-in demo (the default, offline), a curated hub model with its download
 // size and memory needs, any hub id or URL, or files and folders from this computer (picked or dropped). Then
-// the download/upload progress, the memory estimate against the device, and the architecture summary.
+// the download/upload progress, the memory estimate against the device, and the architecture summary. Hub
+// downloads go to the "Hub address" setting (a mirror or a local server; empty: huggingface.co), kept across reloads.
 
 import { Fragment, useId, useRef, useState, type DragEvent } from 'react';
 import { filesFromDataTransfer } from '../io/sources/browserFiles.ts';
 import { cancelLoad, demoSource, loadModel, unloadModel } from '../store/actions.ts';
 import { useApp } from '../store/index.ts';
 import type { LoadProgress } from '../store/model.ts';
+import { DEFAULT_HUB_ADDRESS } from '../store/ui.ts';
 import type { CatalogEntry, MemoryEstimate, ModelSource, ModelSummary } from '../worker/protocol.ts';
 import { formatBytes, formatCount } from './format.ts';
 
@@ -23,16 +25,23 @@ export function ModelPanel() {
   const [choice, setChoice] = useState<Choice>('demo');
   const [spec, setSpec] = useState('');
   const [picked, setPicked] = useState<Picked[]>([]);
-  const ids = { select: useId(), spec: useId(), files: useId(), folder: useId() };
+  const hubAddress = useApp((s) => s.hubAddress);
+  const setHubAddress = useApp((s) => s.setHubAddress);
+  const [addressDraft, setAddressDraft] = useState(hubAddress);
+  const [addressProblem, setAddressProblem] = useState<string | null>(null);
+  const ids = { select: useId(), spec: useId(), files: useId(), folder: useId(), address: useId() };
   const busy = model.status === 'loading';
   const gpuReady = gpu.state === 'ready';
+  const fromHub = choice === 'custom' || choice.startsWith('hub:');
   const entry = choice.startsWith('hub:') ? (model.catalog?.find((e) => `hub:${e.id}` === choice) ?? null) : null;
 
+  const hubSource = (repo: string): ModelSource => ({ kind: 'hub', spec: repo, ...(hubAddress ? { endpoint: hubAddress } : {}) });
   const source = (): { source: ModelSource; label: string } | null => {
     if (choice === 'demo') return { source: demoSource(), label: 'Demo model' };
-    if (choice === 'custom') return spec.trim() ? { source: { kind: 'hub', spec: spec.trim() }, label: spec.trim() } : null;
+    if (fromHub && addressProblem !== null) return null;
+    if (choice === 'custom') return spec.trim() ? { source: hubSource(spec.trim()), label: spec.trim() } : null;
     if (choice === 'files') return picked.length ? { source: { kind: 'files', files: picked }, label: `${picked.length} local files` } : null;
-    return { source: { kind: 'hub', spec: choice.slice(4) }, label: choice.slice(4) };
+    return { source: hubSource(choice.slice(4)), label: choice.slice(4) };
   };
   const chosen = source();
   const load = (ignoreBudget = false) => {
@@ -90,6 +99,34 @@ export function ModelPanel() {
             </div>
           )}
           {choice === 'files' && <FilePicker ids={ids} picked={picked} onPick={setPicked} disabled={busy} />}
+          {fromHub && (
+            <div className="field">
+              <label htmlFor={ids.address}>Hub address</label>
+              <input
+                id={ids.address}
+                data-testid="hub-address"
+                type="url"
+                inputMode="url"
+                autoComplete="off"
+                spellCheck={false}
+                placeholder={DEFAULT_HUB_ADDRESS}
+                value={addressDraft}
+                aria-invalid={addressProblem !== null}
+                onChange={(event) => {
+                  setAddressDraft(event.target.value);
+                  setAddressProblem(setHubAddress(event.target.value));
+                }}
+                disabled={busy}
+              />
+              {addressProblem !== null ? (
+                <p className="hint" role="alert">
+                  Hub address: {addressProblem}
+                </p>
+              ) : (
+                <p className="hint">Where hub models are downloaded from: empty for {DEFAULT_HUB_ADDRESS}, or a mirror with the same layout. Kept in this browser.</p>
+              )}
+            </div>
+          )}
         </div>
 
         <div className="actions">

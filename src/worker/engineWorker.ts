@@ -163,7 +163,7 @@ async function openSource(source: ModelSource, ctx: CallContext): Promise<{ file
       return { files, name: 'Demo model', fetchAll: async () => void (await files.open('model.safetensors')) };
     }
     case 'hub': {
-      const files = await hubFiles(source.spec, { cache: await defaultCache(), signal: ctx.signal });
+      const files = await hubFiles(source.spec, { endpoint: source.endpoint, cache: await defaultCache(), signal: ctx.signal });
       return {
         files,
         name: files.name,

@@ -9,15 +9,18 @@
 //                   { v, kind: 'event',  id | null, event }  progress and tokens of call `id`, or news (device lost)
 
 /** Bumped whenever a message changes shape; the worker refuses calls of another version. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Payloads
 
-/** Where a model comes from. Picked files travel as File objects with their path relative to the picked folder. */
+/**
+ * Where a model comes from. Picked files travel as File objects with their path relative to the picked folder.
+ * A hub source may name the hub address (the app's "Hub address" setting; default https://huggingface.co).
+ */
 export type ModelSource =
   | { kind: 'demo'; baseUrl: string }
-  | { kind: 'hub'; spec: string }
+  | { kind: 'hub'; spec: string; endpoint?: string }
   | { kind: 'files'; files: { path: string; file: File }[] };
 
 /** What the worker found on the device. */

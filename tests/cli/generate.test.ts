@@ -112,8 +112,10 @@ describe('tabtune generate', () => {
     expectOneLineError(runCli([...base, '--max-new-tokens', '0']), /--max-new-tokens must be a positive integer/);
     expectOneLineError(runCli([...base, '--seed', 'abc']), /--seed must be an integer ≥ 0/);
     expectOneLineError(runCli(['generate', '--model', model]), /--prompt is required/);
-    // The fixture folder itself has no tokenizer.
-    expectOneLineError(runCli(['generate', '--model', `${MODELS}/llama`, '--prompt', 'hi']), /tokenizer\.json.*no such file/);
+    // A folder with the weights but no tokenizer.
+    const noTokenizer = mkdtempSync(join(tmpdir(), 'tabtune-gen-'));
+    for (const file of ['config.json', 'model.safetensors']) copyFileSync(join(MODELS, 'llama', file), join(noTokenizer, file));
+    expectOneLineError(runCli(['generate', '--model', noTokenizer, '--prompt', 'hi']), /tokenizer\.json.*no such file/);
     // A tokenizer with more tokens than the embedding has rows does not belong to the model.
     expectOneLineError(runCli(['generate', '--model', llamaWithTokenizer(120), '--prompt', 'hi']), /tokenizer\.json.*only 101 rows/);
   });

@@ -1,72 +1,17 @@
 // `tabtune info` from a folder and from a hub repository served by a local server (HF_ENDPOINT), then from the
 // cache with the server gone; it reads config.json and the safetensors headers only and never takes the GPU.
 
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bytesSource, readSafetensorsHeader } from '../../src/io/safetensors.ts';
-import { runCli } from './run.ts';
+import { TestHub } from '../helpers/hubServer.ts';
+import { runCli, runCliAsync } from './run.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const MODELS = 'tests/fixtures/models';
-
-type Result = { status: number; stdout: string; stderr: string };
-
-/** The CLI in a child process that does not block this one (which serves the hub). */
-function runCliAsync(args: string[], env: Record<string, string>): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { cwd: ROOT, env: { ...process.env, ...env } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk) => (stdout += chunk));
-    child.stderr.on('data', (chunk) => (stderr += chunk));
-    child.on('error', reject);
-    child.on('close', (status) => resolve({ status: status ?? -1, stdout, stderr }));
-  });
-}
-
-/** A hub with one repository, `tiny/llama` at `main`: the listing API and `/{repo}/resolve/{rev}/{file}`. */
-class FixtureHub {
-  readonly requests: string[] = [];
-  private server: Server | null = null;
-  url = '';
-
-  constructor(private readonly files: Map<string, Uint8Array>) {}
-
-  async start(): Promise<void> {
-    this.server = createServer((req, res) => {
-      const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
-      this.requests.push(path);
-      const send = (status: number, body: string | Uint8Array) => {
-        res.writeHead(status, { 'content-length': Buffer.byteLength(body) });
-        res.end(body);
-      };
-      if (path === '/api/models/tiny/llama/revision/main') {
-        const siblings = [...this.files].map(([rfilename, bytes]) => ({ rfilename, size: bytes.byteLength }));
-        return send(200, JSON.stringify({ id: 'tiny/llama', siblings }));
-      }
-      const match = /^\/tiny\/llama\/resolve\/main\/(.+)$/.exec(path);
-      const bytes = match ? this.files.get(match[1]) : undefined;
-      if (bytes === undefined) return send(404, 'Entry not found');
-      send(200, bytes);
-    });
-    await new Promise<void>((resolve) => this.server!.listen(0, '127.0.0.1', resolve));
-    this.url = `http://127.0.0.1:${(this.server!.address() as AddressInfo).port}`;
-  }
-
-  async stop(): Promise<void> {
-    const server = this.server;
-    this.server = null;
-    if (!server) return;
-    server.closeAllConnections();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  }
-}
 
 /** What info must say about a fixture, computed here from its files (element counts from the headers). */
 async function expectedInfo(fixture: string) {
@@ -127,9 +72,8 @@ describe('tabtune info', () => {
   });
 
   describe('from a hub repository', () => {
-    const folder = join(ROOT, MODELS, 'llama');
-    const files = new Map(['config.json', 'model.safetensors'].map((f) => [f, new Uint8Array(readFileSync(join(folder, f)))]));
-    const hub = new FixtureHub(files);
+    const hub = new TestHub();
+    hub.addFolder('tiny/llama', join(ROOT, MODELS, 'llama'), { skip: (file) => !['config.json', 'model.safetensors'].includes(file) });
     const cache = mkdtempSync(join(tmpdir(), 'tabtune-info-cache-'));
     let env: Record<string, string>;
 
@@ -145,7 +89,7 @@ describe('tabtune info', () => {
       expect(first.status, first.stderr).toBe(0);
       expect(JSON.parse(first.stdout)).toEqual(local);
       expect(first.stderr).toMatch(/tiny\/llama@main: \[\d\/\d\] model\.safetensors 100%/);
-      expect(hub.requests).toContain('/tiny/llama/resolve/main/model.safetensors');
+      expect(hub.paths).toContain('/tiny/llama/resolve/main/model.safetensors');
 
       const missing = await runCliAsync(['info', '--model', 'tiny/absent', '--json'], env);
       expect(missing.status).toBe(1);
@@ -155,13 +99,13 @@ describe('tabtune info', () => {
       // With the server gone, the id with its revision and a URL on the endpoint both name the cached files.
       const url = hub.url;
       await hub.stop();
-      const requests = hub.requests.length;
+      const requests = hub.log.length;
       for (const spec of ['tiny/llama@main', `${url}/tiny/llama`]) {
         const again = await runCliAsync(['info', '--model', spec, '--json'], env);
         expect(again.status, again.stderr).toBe(0);
         expect(JSON.parse(again.stdout)).toEqual(local);
       }
-      expect(hub.requests.length).toBe(requests);
+      expect(hub.log.length).toBe(requests);
     });
   });
 });

@@ -1,12 +1,10 @@
-// Hub downloads against a local server with the hub layout (node:http on 127.0.0.1, port 0): nothing here
-// reaches the internet. The server can drop a connection mid-file, stall, answer 404/401/403/5xx, and
-// send slowly, and it records every request so the tests can check ranges and that nothing was fetched.
+// Hub downloads against a local server with the hub layout (tests/helpers/hubServer.ts): nothing here reaches
+// the internet. The server can drop a connection mid-file, stall, answer 404/401/403/5xx, and send slowly, and
+// it records every request so the tests can check ranges and that nothing was fetched.
 
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -27,129 +25,7 @@ import {
 } from '../../src/io/sources/hub.ts';
 import { MissingFileError, textIfPresent } from '../../src/io/sources/types.ts';
 import { loadTokenizer } from '../../src/io/tokenizer.ts';
-
-// ---------------------------------------------------------------------------------------------------------------
-// The test hub
-
-type Fault =
-  | { kind: 'drop'; after: number } // send `after` bytes of the body, then close the connection
-  | { kind: 'stall'; after: number } // send `after` bytes, then nothing
-  | { kind: 'status'; status: number }
-  | { kind: 'slow'; chunk: number; delayMs: number };
-
-interface Logged {
-  path: string;
-  range: string | undefined;
-  authorization: string | undefined;
-  status: number;
-}
-
-class TestHub {
-  readonly repos = new Map<string, Map<string, Uint8Array>>(); // "org/name@revision" → files
-  readonly gated = new Set<string>();
-  readonly privateRepos = new Map<string, string>(); // repo → token
-  readonly faults = new Map<string, Fault[]>(); // file path after /resolve/{rev}/ → faults for the next requests
-  readonly log: Logged[] = [];
-  private server: Server | null = null;
-  url = '';
-
-  add(repo: string, files: Record<string, string | Uint8Array>, revision = 'main'): void {
-    const map = new Map<string, Uint8Array>();
-    for (const [name, content] of Object.entries(files)) map.set(name, typeof content === 'string' ? new TextEncoder().encode(content) : content);
-    this.repos.set(`${repo}@${revision}`, map);
-  }
-
-  fault(file: string, ...faults: Fault[]): void {
-    this.faults.set(file, faults);
-  }
-
-  requestsFor(file: string): Logged[] {
-    return this.log.filter((r) => r.path.endsWith(`/${file}`));
-  }
-
-  async start(): Promise<void> {
-    this.server = createServer((req, res) => {
-      const url = new URL(req.url ?? '/', 'http://x');
-      const entry: Logged = {
-        path: url.pathname,
-        range: req.headers.range,
-        authorization: req.headers.authorization,
-        status: 0,
-      };
-      this.log.push(entry);
-      const send = (status: number, body: string | Uint8Array = '', headers: Record<string, string | number> = {}) => {
-        entry.status = status;
-        res.writeHead(status, { 'content-length': Buffer.byteLength(body), ...headers });
-        res.end(body);
-      };
-      const segments = url.pathname.split('/').slice(1).map(decodeURIComponent);
-      const isApi = segments[0] === 'api' && segments[1] === 'models' && segments[4] === 'revision';
-      const [org, name] = isApi ? [segments[2], segments[3]] : [segments[0], segments[1]];
-      const repo = `${org}/${name}`;
-      if (this.gated.has(repo)) return send(403, 'Access to model is restricted. You must have access to it and be authenticated.');
-      const token = this.privateRepos.get(repo);
-      if (token !== undefined && req.headers.authorization !== `Bearer ${token}`) return send(401, 'Invalid credentials');
-      if (isApi) {
-        const files = this.repos.get(`${repo}@${segments.slice(5).join('/')}`);
-        if (!files) return send(404, '{"error":"Repository not found"}');
-        const siblings = [...files].map(([rfilename, bytes]) => ({ rfilename, size: bytes.byteLength }));
-        return send(200, JSON.stringify({ id: repo, siblings }), { 'content-type': 'application/json' });
-      }
-      if (segments[2] !== 'resolve' || segments.length < 5) return send(404, 'not found');
-      const file = segments.slice(4).join('/');
-      const bytes = this.repos.get(`${repo}@${segments[3]}`)?.get(file);
-      if (bytes === undefined) return send(404, 'Entry not found');
-      const etag = `"${createHash('sha256').update(bytes).digest('hex').slice(0, 16)}"`;
-      const fault = this.faults.get(file)?.shift();
-      if (fault?.kind === 'status') return send(fault.status, 'fault');
-
-      let start = 0;
-      let status = 200;
-      const match = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
-      const ifRange = req.headers['if-range'];
-      if (match && (ifRange === undefined || ifRange === etag)) {
-        start = Number(match[1]);
-        if (start >= bytes.byteLength) return send(416, '', { 'content-range': `bytes */${bytes.byteLength}` });
-        status = 206;
-      }
-      const body = bytes.subarray(start);
-      entry.status = status;
-      res.writeHead(status, {
-        'content-length': body.byteLength,
-        etag,
-        'accept-ranges': 'bytes',
-        ...(status === 206 ? { 'content-range': `bytes ${start}-${bytes.byteLength - 1}/${bytes.byteLength}` } : {}),
-      });
-      if (fault?.kind === 'drop') {
-        res.write(body.subarray(0, fault.after), () => setTimeout(() => res.socket?.destroy(), 20));
-      } else if (fault?.kind === 'stall') {
-        res.write(body.subarray(0, fault.after));
-      } else if (fault?.kind === 'slow') {
-        let at = 0;
-        const next = () => {
-          if (res.destroyed) return;
-          if (at >= body.byteLength) return void res.end();
-          res.write(body.subarray(at, at + fault.chunk));
-          at += fault.chunk;
-          setTimeout(next, fault.delayMs);
-        };
-        next();
-      } else {
-        res.end(body);
-      }
-    });
-    await new Promise<void>((resolve) => this.server!.listen(0, '127.0.0.1', resolve));
-    this.url = `http://127.0.0.1:${(this.server!.address() as AddressInfo).port}`;
-  }
-
-  async stop(): Promise<void> {
-    const server = this.server;
-    this.server = null;
-    if (!server) return;
-    server.closeAllConnections();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  }
-}
+import { TestHub } from '../helpers/hubServer.ts';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Fixtures
