@@ -335,6 +335,11 @@ export class Tokenizer {
   readonly warnings: readonly string[];
   private readonly library: LibraryTokenizer;
   private readonly specialIds: ReadonlySet<number>;
+  /**
+   * A byte-level BPE whose vocabulary lacks some of the 256 byte symbols: the library drops the bytes it
+   * cannot spell without a trace, so encode() refuses text holding them (outside added tokens).
+   */
+  private readonly unspellable: { bytes: ReadonlySet<number>; addedTexts: readonly string[] };
 
   /** @internal Use parseTokenizer. */
   constructor(parts: {
@@ -345,6 +350,8 @@ export class Tokenizer {
     warnings: string[];
     library: LibraryTokenizer;
     specialIds: Set<number>;
+    /** For a byte-level BPE, the bytes its vocabulary cannot spell (usually none), and the added tokens' texts. */
+    unspellable: { bytes: ReadonlySet<number>; addedTexts: readonly string[] };
   }) {
     this.modelType = parts.modelType;
     this.vocabSize = parts.vocabSize;
@@ -353,6 +360,7 @@ export class Tokenizer {
     this.warnings = Object.freeze([...parts.warnings]);
     this.library = parts.library;
     this.specialIds = parts.specialIds;
+    this.unspellable = parts.unspellable;
   }
 
   /** Token ids of `text`. A token the vocabulary lacks (with no usable unk_token) is a TokenizerError, never a silent gap. */
@@ -368,7 +376,25 @@ export class Tokenizer {
         );
       }
     }
+    if (this.unspellable.bytes.size > 0) this.checkSpellable(text);
     return ids;
+  }
+
+  private checkSpellable(text: string): void {
+    let plain = text;
+    for (const added of this.unspellable.addedTexts) plain = plain.split(added).join('\u0000'.repeat(added.length));
+    const encoder = new TextEncoder();
+    for (let at = 0; at < plain.length; at++) {
+      const char = String.fromCodePoint(plain.codePointAt(at)!);
+      if (char !== '\u0000' && encoder.encode(char).some((byte) => this.unspellable.bytes.has(byte))) {
+        throw new TokenizerError(
+          TOKENIZER_FILE,
+          `cannot encode ${quoteName(char)} at character ${at}: this byte-level vocabulary has no token for its bytes`,
+          { field: 'model.vocab' },
+        );
+      }
+      if (char.length === 2) at++;
+    }
   }
 
   /** The text of `ids`. Ids that are not integers naming a token are a TokenIdError. */
@@ -504,6 +530,10 @@ export function parseTokenizer(inputs: TokenizerInputs): Tokenizer {
   for (const id of eosIds) specialIds.add(id);
 
   return new Tokenizer({
+    unspellable: {
+      bytes: new Set(usesByteLevel(root) ? BYTE_SYMBOLS.flatMap((symbol, byte) => (library.token_to_id(symbol) === undefined ? [byte] : [])) : []),
+      addedTexts: added.checked.map((token) => token.content),
+    },
     modelType: model.type,
     vocabSize,
     special: { bos, eos, pad, unk, eosIds },
@@ -512,6 +542,17 @@ export function parseTokenizer(inputs: TokenizerInputs): Tokenizer {
     library,
     specialIds,
   });
+}
+
+/** GPT-2's byte-to-character map: the 256 symbols a byte-level BPE spells every byte with. */
+const BYTE_SYMBOLS: readonly string[] = (() => {
+  const printable = (b: number) => (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174;
+  let next = 256;
+  return Array.from({ length: 256 }, (_, b) => String.fromCodePoint(printable(b) ? b : next++));
+})();
+
+function usesByteLevel(root: JsonRecord): boolean {
+  return JSON.stringify([root.pre_tokenizer ?? null, root.decoder ?? null]).includes('"ByteLevel"');
 }
 
 /** Read tokenizer.json (required) and tokenizer_config.json, config.json, generation_config.json (each optional) from a source. */

@@ -153,3 +153,16 @@ describe('tabtune generate on each fixture folder', () => {
     result.tokens.forEach((token, i) => expect(argmax(rows[prompt.length - 1 + i]), `new token ${i}`).toBe(token));
   });
 });
+
+describe('characters a small byte-level vocabulary cannot spell', () => {
+  it('are a TokenizerError naming the character, not silently dropped', async () => {
+    const { loadTokenizer } = await import('../../src/io/tokenizer.ts');
+    const { localDirectory } = await import('../../src/io/sources/localDirectory.ts');
+    const { TokenizerError } = await import('../../src/io/tokenizer.ts');
+    for (const name of ['gpt2', 'qwen2']) {
+      const tokenizer = await loadTokenizer(localDirectory(`tests/fixtures/models/${name}`));
+      expect(() => tokenizer.encode('a@b')).toThrow(TokenizerError);
+      expect(() => tokenizer.encode('a@b')).toThrow(/cannot encode "@" at character 1/);
+    }
+  });
+});
