@@ -137,4 +137,21 @@ describe('tabtune train', () => {
       expect(existsSync(out)).toBe(false);
     }
   }, 120_000);
+  it('trains every method on the tiny fixture models of each architecture family', async () => {
+    // Lower-case words only: the fixtures' tokenizers spell a small alphabet (llama3's: lower case only).
+    const words = ['the', 'cat', 'sat', 'on', 'a', 'mat', 'and', 'dog', 'ran', 'to', 'it'];
+    const lines = Array.from({ length: 40 }, (_, i) => JSON.stringify({ text: Array.from({ length: 12 }, (_, j) => words[(i * 7 + j * 3) % words.length]).join(' ') }));
+    const data = join(tempDir(), 'words.jsonl');
+    writeFileSync(data, `${lines.join('\n')}\n`);
+    const runs = (['gpt2', 'llama'] as const).flatMap((fixture) =>
+      (['lora', 'qlora', 'adapter'] as const).map(async (method) => {
+        const out = tempDir();
+        const extra = method === 'adapter' ? ['--reduction-factor', '4'] : ['--r', '4', '--targets', 'all-linear'];
+        const result = await runCliAsync(['train', '--model', `tests/fixtures/models/${fixture}`, '--data', data, '--method', method, ...extra, ...TINY, '--out', out, '--json']);
+        return { fixture, method, summary: expectSummary(result, method, out) };
+      }),
+    );
+    const results = await Promise.all(runs);
+    expect(results.map((r) => `${r.fixture}/${r.method}`)).toEqual(['gpt2/lora', 'gpt2/qlora', 'gpt2/adapter', 'llama/lora', 'llama/qlora', 'llama/adapter']);
+  }, 900_000);
 });
