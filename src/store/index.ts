@@ -5,13 +5,15 @@ import { create } from 'zustand';
 import { createGpuSlice, type GpuSlice } from './gpu.ts';
 import { createModelSlice, type ModelSlice } from './model.ts';
 import { createPlaygroundSlice, type PlaygroundSlice } from './playground.ts';
+import { createTrainingSlice, type TrainingSlice } from './training.ts';
 import { createUiSlice, type UiSlice } from './ui.ts';
 
-export type AppState = GpuSlice & ModelSlice & PlaygroundSlice & UiSlice;
+export type AppState = GpuSlice & ModelSlice & PlaygroundSlice & TrainingSlice & UiSlice;
 
 export const useApp = create<AppState>()((...args) => ({
   ...createGpuSlice(...args),
   ...createModelSlice(...args),
   ...createPlaygroundSlice(...args),
+  ...createTrainingSlice(...args),
   ...createUiSlice(...args),
 }));

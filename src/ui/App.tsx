@@ -7,6 +7,7 @@ import { DeviceLostBanner, NoWebGpu } from './GpuNotices.tsx';
 import { ModelPanel } from './ModelPanel.tsx';
 import { Playground } from './Playground.tsx';
 import { ThemeSwitch } from './ThemeSwitch.tsx';
+import { DataPanel, MethodPanel, TrainPanel } from './Training.tsx';
 
 export function App() {
   const gpuState = useApp((s) => s.gpu.state);
@@ -30,9 +31,12 @@ export function App() {
           <div className="panels">
             <div className="column">
               <ModelPanel />
+              <MethodPanel />
               <DevicePanel />
             </div>
             <div className="column">
+              <DataPanel />
+              <TrainPanel />
               <Playground />
             </div>
           </div>

@@ -31,12 +31,30 @@ import {
   type LoadPhase,
   type ModelSource,
   type ModelSummary,
+  type AttachedMethod,
+  type DatasetSummary,
+  type MethodSettings,
+  type TrainRequest,
   type Payload,
   type Request,
   type ResponseMessage,
   type Result,
 } from './protocol.ts';
 import { staticFolder } from './staticFolder.ts';
+import { bundleAdapter } from './adapterBundle.ts';
+import type { Tensor } from '../engine/tensor.ts';
+import type { ModelConfig } from '../models/config.ts';
+import type { ForwardOptions } from '../models/model.ts';
+import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE } from '../peft/adapterErrors.ts';
+import { BOTTLENECK_CONFIG_FILE, BOTTLENECK_WEIGHTS_FILE, exportBottleneckAdapter } from '../peft/bottleneckFiles.ts';
+import { BottleneckModel, bottleneckConfig } from '../peft/bottleneckModel.ts';
+import { exportLoraAdapter } from '../peft/peftFiles.ts';
+import { attachLora, type PeftModel } from '../peft/peftModel.ts';
+import { quantizeLinears } from '../peft/qlora.ts';
+import { defaultTargetModules } from '../peft/targets.ts';
+import { DatasetError, parseDataset, requireUsable, tokenizeDataset, type TokenizedDataset } from '../train/data.ts';
+import { packDataset } from '../train/packing.ts';
+import { Trainer, type TrainableModel, type TrainingState } from '../train/trainer.ts';
 
 const worker = self as unknown as DedicatedWorkerGlobalScope;
 
@@ -56,10 +74,14 @@ interface LoadedModel {
   tokenizer: Tokenizer;
   chatTemplate: ChatTemplate | null;
   summary: ModelSummary;
+  /** Its linear layers were converted to NF4 in place (QLoRA); only a reload gives the f32 ones back. */
+  quantized: boolean;
 }
 
 let device: Device | null = null;
 let loaded: LoadedModel | null = null;
+/** The adapter attached to the loaded model (its modules live inside the model: LoRA wrappers or residual hooks). */
+let adapted: Adapted | null = null;
 /** Abort controllers of the calls that can be cancelled, by call id. */
 const cancellable = new Map<number, AbortController>();
 /** The tail of the queue of GPU calls. */
@@ -122,6 +144,7 @@ async function init(): Promise<DeviceSummary> {
     if (device !== current) return; // replaced on purpose
     device = null;
     loaded = null; // its buffers went with the device
+    adapted = null;
     emitter(null)({ type: 'deviceLost', reason: info.reason ?? 'unknown', message: info.message });
   });
   return summary;
@@ -132,6 +155,7 @@ function dropDevice(): void {
   device = null;
   loaded?.model.dispose();
   loaded = null;
+  adapted = null;
   if (old && !old.gpu.isLost) old.gpu.destroy();
 }
 
@@ -204,6 +228,7 @@ async function loadModelCall(payload: Payload<'loadModel'>, ctx: CallContext): P
   ctx.signal.throwIfAborted();
   loaded?.model.dispose();
   loaded = null;
+  adapted = null;
   const uploadProgress = progressReporter(ctx, 'upload', 'tensors');
   const result = await loadModel(engine, files, {
     signal: ctx.signal,
@@ -236,7 +261,7 @@ async function loadModelCall(payload: Payload<'loadModel'>, ctx: CallContext): P
     hasChatTemplate: chatTemplate !== null,
     warnings: [...warnings.map((w) => w.message), ...tokenizer.warnings],
   };
-  loaded = { model, tokenizer, chatTemplate, summary };
+  loaded = { model, tokenizer, chatTemplate, summary, quantized: false };
   return summary;
 }
 
@@ -298,6 +323,240 @@ async function generateCall(payload: GenerateRequest, ctx: CallContext): Promise
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Methods, data, training, export
+
+const ADAPTER_NAME = 'default';
+
+interface Adapted {
+  /** JSON of the settings, to tell whether a train call may keep this adapter. */
+  key: string;
+  peft: PeftModel | null;
+  bottleneck: BottleneckModel | null;
+  params: Tensor[];
+  summary: AttachedMethod;
+}
+
+function requireLoaded(): LoadedModel {
+  requireDevice();
+  if (!loaded) throw new NoModelError('no model is loaded: load one first');
+  return loaded;
+}
+
+function checkSettings(s: MethodSettings): void {
+  if (typeof s !== 'object' || s === null || !['lora', 'qlora', 'adapter'].includes(s.method)) throw new BadRequestError('the method must be lora, qlora or adapter');
+  if (s.method === 'adapter') {
+    if (!Number.isSafeInteger(s.reductionFactor) || s.reductionFactor < 1) throw new BadRequestError(`the reduction factor must be an integer ≥ 1, got ${s.reductionFactor}`);
+    if (s.placement !== 'pfeiffer' && s.placement !== 'houlsby') throw new BadRequestError('the placement must be pfeiffer or houlsby');
+  } else {
+    if (!Number.isSafeInteger(s.r) || s.r < 1) throw new BadRequestError(`the rank must be an integer ≥ 1, got ${s.r}`);
+    if (!Number.isFinite(s.alpha) || s.alpha === 0) throw new BadRequestError(`alpha must be a number other than 0, got ${s.alpha}`);
+    if (s.targetModules !== null && (!Array.isArray(s.targetModules) || s.targetModules.length === 0 || s.targetModules.some((t) => typeof t !== 'string' || t === ''))) {
+      throw new BadRequestError('the target modules must be a non-empty list of module names');
+    }
+  }
+  if (!(s.dropout >= 0 && s.dropout < 1)) throw new BadRequestError(`the dropout must be in [0, 1), got ${s.dropout}`);
+}
+
+function detachAdapter(): void {
+  if (!adapted) return;
+  if (adapted.peft) adapted.peft.unload();
+  adapted.bottleneck?.detach();
+  adapted = null;
+}
+
+async function attachMethod(settings: MethodSettings): Promise<AttachedMethod> {
+  const current = requireLoaded();
+  checkSettings(settings);
+  if (current.quantized && settings.method !== 'qlora') {
+    throw new BadRequestError('the model\'s linear layers are in NF4 since QLoRA was attached: load the model again to use LoRA or adapters');
+  }
+  detachAdapter();
+  const model = current.model;
+  const seed = 0;
+  const defaultTargets = defaultTargetModules(model.config.modelType);
+  let totalBase = 0;
+  for (const tensor of model.parameters().values()) totalBase += tensor.size;
+  if (settings.method === 'adapter') {
+    const bottleneck = BottleneckModel.attach(model);
+    try {
+      bottleneck.addAdapter(ADAPTER_NAME, bottleneckConfig(settings.placement, { reductionFactor: settings.reductionFactor, dropout: settings.dropout }), { seed });
+    } catch (error) {
+      bottleneck.detach();
+      throw new BadRequestError((error as Error).message);
+    }
+    const trainable = bottleneck.trainableParameterCount();
+    const summary: AttachedMethod = {
+      settings,
+      trainableParameters: trainable,
+      totalParameters: totalBase + trainable,
+      targets: bottleneck.placements().map((p) => `layer ${p.layer} ${p.slot} (${p.downSize})`),
+      defaultTargets,
+    };
+    adapted = { key: JSON.stringify(settings), peft: null, bottleneck, params: [...bottleneck.trainableParameters().values()], summary };
+    return summary;
+  }
+  if (settings.method === 'qlora' && !current.quantized) {
+    await quantizeLinears(model, { quantType: 'nf4', doubleQuant: true });
+    current.quantized = true;
+  }
+  let peft: PeftModel;
+  try {
+    peft = attachLora(model, { r: settings.r, alpha: settings.alpha, dropout: settings.dropout, useRslora: settings.useRslora, targetModules: settings.targetModules ?? undefined }, { seed });
+  } catch (error) {
+    if (error instanceof Error && !(error instanceof RangeError)) throw new BadRequestError(error.message);
+    throw error;
+  }
+  const counts = peft.parameterCounts();
+  const summary: AttachedMethod = { settings, trainableParameters: counts.trainable, totalParameters: counts.total, targets: [...peft.adapterConfig().paths], defaultTargets };
+  adapted = { key: JSON.stringify(settings), peft, bottleneck: null, params: [...peft.trainableParameters().values()], summary };
+  return summary;
+}
+
+function checkSeqLen(seqLen: number, maxPositions: number): void {
+  if (!Number.isSafeInteger(seqLen) || seqLen < 1 || seqLen > maxPositions) throw new BadRequestError(`the sequence length must be an integer in [1, ${maxPositions}], got ${seqLen}`);
+}
+
+function tokenize(current: LoadedModel, text: string, seqLen: number): TokenizedDataset {
+  if (typeof text !== 'string') throw new BadRequestError('the dataset must be text');
+  checkSeqLen(seqLen, current.model.config.maxPositions);
+  const parsed = parseDataset(text, { fileName: 'the dataset' });
+  return tokenizeDataset(parsed, { tokenizer: current.tokenizer, chatTemplate: current.chatTemplate, maxTokens: seqLen + 1, modelVocabSize: current.model.config.vocabSize });
+}
+
+async function inspectDataset({ text, seqLen }: Payload<'inspectDataset'>): Promise<DatasetSummary> {
+  const current = requireLoaded();
+  try {
+    const dataset = tokenize(current, text, seqLen);
+    let problem: string | null = null;
+    try {
+      requireUsable(dataset);
+    } catch (error) {
+      problem = (error as Error).message;
+    }
+    const { stats } = dataset;
+    return {
+      format: dataset.format,
+      examples: stats.examples,
+      tokens: stats.tokens,
+      targetTokens: stats.targetTokens,
+      issueCount: dataset.issueCount,
+      issues: dataset.issues.map((i) => ({ line: i.line, message: i.message })),
+      problem,
+    };
+  } catch (error) {
+    if (!(error instanceof DatasetError)) throw error;
+    return { format: '—', examples: 0, tokens: 0, targetTokens: 0, issueCount: error.issues.length, issues: error.issues.map((i) => ({ line: i.line, message: i.message })), problem: error.message };
+  }
+}
+
+/** The loaded model plus the adapter's tensors, as the Trainer sees it. */
+class TrainingView implements TrainableModel {
+  constructor(
+    private readonly model: CausalLM,
+    private readonly params: Tensor[],
+    private readonly onState: (state: TrainingState) => void,
+  ) {}
+  get config(): ModelConfig {
+    return this.model.config;
+  }
+  get engine(): Engine {
+    return this.model.engine;
+  }
+  trainableParameters(): Tensor[] {
+    return this.params;
+  }
+  setTrainingState(state: TrainingState): void {
+    this.onState(state);
+  }
+  forward(ids: Tensor, options?: ForwardOptions): Tensor {
+    return this.model.forward(ids, options);
+  }
+  hidden(ids: Tensor, options?: ForwardOptions): Tensor {
+    return this.model.hidden(ids, options);
+  }
+  head(hidden: Tensor): Tensor {
+    return this.model.head(hidden);
+  }
+  parameters() {
+    return this.model.parameters();
+  }
+  linears() {
+    return this.model.linears();
+  }
+  createKVCache(batch: number, maxLength: number) {
+    return this.model.createKVCache(batch, maxLength);
+  }
+  dispose(): void {
+    // the model outlives a run
+  }
+}
+
+async function trainCall(payload: TrainRequest, ctx: CallContext): Promise<Result<'train'>> {
+  const current = requireLoaded();
+  if (!Number.isSafeInteger(payload.steps) || payload.steps < 1 || payload.steps > 100_000) throw new BadRequestError(`steps must be an integer in [1, 100000], got ${payload.steps}`);
+  const dataset = tokenize(current, payload.dataset, payload.seqLen);
+  requireUsable(dataset);
+  if (!adapted || adapted.key !== JSON.stringify(payload.method)) await attachMethod(payload.method);
+  const attached = adapted!;
+  const padId = current.tokenizer.special.pad?.id ?? current.tokenizer.special.eos?.id ?? 0;
+  // Every example trains: a validation split of a pasted handful of lines would leave little to learn from.
+  const packed = packDataset(dataset, { seqLen: payload.seqLen, padId, seed: payload.seed, validationExamples: 0 });
+  const setState = (state: TrainingState) => {
+    if (attached.peft) {
+      attached.peft.train(state.training);
+      attached.peft.runtime.seed = state.seed;
+      attached.peft.runtime.offset = 0;
+    } else if (attached.bottleneck) {
+      if (state.training) attached.bottleneck.train(state.seed);
+      else attached.bottleneck.eval();
+    }
+  };
+  const view = new TrainingView(current.model, attached.params, setState);
+  const trainer = new Trainer(view, { train: packed.train, validation: null }, { steps: payload.steps, batchSize: payload.batchSize, lr: payload.lr, schedule: 'constant', seed: payload.seed }, {
+    onEvent: (event) => {
+      if (event.type === 'step') {
+        ctx.emit({ type: 'trainStep', step: event.step, steps: payload.steps, loss: event.loss, skipped: false, tokensPerSecond: event.tokensPerSecond, elapsedMs: event.elapsedMs, etaMs: event.etaMs });
+      } else if (event.type === 'skip') {
+        ctx.emit({ type: 'trainStep', step: event.step, steps: payload.steps, loss: event.loss, skipped: true, tokensPerSecond: 0, elapsedMs: 0, etaMs: 0 });
+      }
+    },
+  });
+  try {
+    const result = await trainer.run({ signal: ctx.signal });
+    return { stopReason: result.stopReason, step: result.step, tokensPerSecond: result.tokensPerSecond };
+  } finally {
+    trainer.dispose();
+    setState({ training: false, seed: 0 });
+  }
+}
+
+async function exportAdapterCall(): Promise<Result<'exportAdapter'>> {
+  const current = requireLoaded();
+  if (!adapted) throw new NoModelError('no adapter is attached: choose a method and train first');
+  const method = adapted.summary.settings.method;
+  if (adapted.peft) {
+    const files = await exportLoraAdapter(adapted.peft, { baseModelNameOrPath: current.summary.name });
+    const bytes = bundleAdapter({
+      layout: 'peft',
+      configFile: ADAPTER_CONFIG_FILE,
+      config: new TextDecoder().decode(files.get(ADAPTER_CONFIG_FILE)!),
+      weightsFile: ADAPTER_WEIGHTS_FILE,
+      weights: files.get(ADAPTER_WEIGHTS_FILE)!,
+    });
+    return { fileName: `tabtune-${method}-adapter.safetensors`, bytes };
+  }
+  const files = await exportBottleneckAdapter(adapted.bottleneck!, { modelName: current.summary.name });
+  const bytes = bundleAdapter({
+    layout: 'adapterhub',
+    configFile: BOTTLENECK_CONFIG_FILE,
+    config: new TextDecoder().decode(files.get(BOTTLENECK_CONFIG_FILE)!),
+    weightsFile: BOTTLENECK_WEIGHTS_FILE,
+    weights: files.get(BOTTLENECK_WEIGHTS_FILE)!,
+  });
+  return { fileName: `tabtune-${method}-adapter.safetensors`, bytes };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Dispatch
 
 type Handler<T extends CallType> = (payload: Payload<T>, ctx: CallContext) => Promise<Result<T>>;
@@ -313,11 +572,17 @@ const handlers: { [T in CallType]: { gpu: boolean; cancellable: boolean; run: Ha
       const had = loaded !== null;
       loaded?.model.dispose();
       loaded = null;
+      adapted = null;
       return { unloaded: had };
     },
   },
   loadedModel: { gpu: false, cancellable: false, run: async () => loaded?.summary ?? null },
   generate: { gpu: true, cancellable: true, run: generateCall },
+  attachMethod: { gpu: true, cancellable: false, run: ({ settings }) => attachMethod(settings) },
+  attachedMethod: { gpu: false, cancellable: false, run: async () => adapted?.summary ?? null },
+  inspectDataset: { gpu: false, cancellable: false, run: (payload) => inspectDataset(payload) },
+  train: { gpu: true, cancellable: true, run: trainCall },
+  exportAdapter: { gpu: true, cancellable: false, run: () => exportAdapterCall() },
   cancel: {
     gpu: false,
     cancellable: false,

@@ -9,7 +9,7 @@
 //                   { v, kind: 'event',  id | null, event }  progress and tokens of call `id`, or news (device lost)
 
 /** Bumped whenever a message changes shape; the worker refuses calls of another version. */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Payloads
@@ -133,6 +133,62 @@ export interface GenerateResult {
 
 export type LoadPhase = 'fetch' | 'check' | 'upload' | 'tokenizer';
 
+/** The fine-tuning methods: LoRA on f32 weights, LoRA on NF4 linears (QLoRA), or bottleneck adapters. */
+export type MethodKind = 'lora' | 'qlora' | 'adapter';
+
+export interface MethodSettings {
+  method: MethodKind;
+  /** LoRA/QLoRA: rank, scale numerator, dropout, rsLoRA, target module names (null: the architecture's default). */
+  r: number;
+  alpha: number;
+  dropout: number;
+  useRslora: boolean;
+  targetModules: string[] | null;
+  /** Adapter: hidden // reductionFactor is the bottleneck width; pfeiffer (after the FFN) or houlsby (after both). */
+  reductionFactor: number;
+  placement: 'pfeiffer' | 'houlsby';
+}
+
+export interface AttachedMethod {
+  settings: MethodSettings;
+  /** Elements of the trained tensors, and of the model with them. */
+  trainableParameters: number;
+  totalParameters: number;
+  /** LoRA: the wrapped module paths; adapter: the layer sites. */
+  targets: string[];
+  /** The targetModules the default (null) resolved to, for the UI. */
+  defaultTargets: string[];
+}
+
+export interface DatasetSummary {
+  format: string;
+  /** Examples after tokenization (long texts split into windows count each window). */
+  examples: number;
+  tokens: number;
+  targetTokens: number;
+  issueCount: number;
+  /** The first few bad lines, 1-based. */
+  issues: { line: number; message: string }[];
+  /** Why the dataset cannot be trained on as it is, or null. */
+  problem: string | null;
+}
+
+export interface TrainRequest {
+  method: MethodSettings;
+  dataset: string;
+  steps: number;
+  seqLen: number;
+  batchSize: number;
+  lr: number;
+  seed: number;
+}
+
+export interface TrainResult {
+  stopReason: string;
+  step: number;
+  tokensPerSecond: number;
+}
+
 export type EngineEvent =
   | {
       type: 'loadProgress';
@@ -147,7 +203,9 @@ export type EngineEvent =
   | { type: 'estimate'; estimate: MemoryEstimate }
   /** A generated token and the text it adds (empty while a multi-byte character is incomplete). */
   | { type: 'token'; delta: string; tokenId: number; index: number }
-  | { type: 'deviceLost'; reason: string; message: string };
+  | { type: 'deviceLost'; reason: string; message: string }
+  /** A finished optimizer step of a training run (reported one step late by the Trainer). */
+  | { type: 'trainStep'; step: number; steps: number; loss: number; skipped: boolean; tokensPerSecond: number; elapsedMs: number; etaMs: number };
 
 /** Every failure, as data. `kind` says what the UI can do about it. */
 export type FailureKind =
@@ -192,6 +250,16 @@ export interface Calls {
   loadedModel: { payload: Record<string, never>; result: ModelSummary | null };
   /** Events: token. Resolves when generation stops (a cancelled generation resolves with stopReason 'aborted'). */
   generate: { payload: GenerateRequest; result: GenerateResult };
+  /** Attach (or re-attach with new settings) a method's adapter to the loaded model. */
+  attachMethod: { payload: { settings: MethodSettings }; result: AttachedMethod };
+  /** The adapter attached now, or null. */
+  attachedMethod: { payload: Record<string, never>; result: AttachedMethod | null };
+  /** Parse and tokenize a dataset with the loaded model's tokenizer; nothing is kept. */
+  inspectDataset: { payload: { text: string; seqLen: number }; result: DatasetSummary };
+  /** Train the attached adapter (attaching `method` first when it differs). Events: trainStep. Cancel stops at a step boundary. */
+  train: { payload: TrainRequest; result: TrainResult };
+  /** The attached adapter as one safetensors file whose header metadata carries its config (adapterBundle.ts). */
+  exportAdapter: { payload: Record<string, never>; result: { fileName: string; bytes: Uint8Array } };
   /** Abort call `target` (a load or a generation). Resolves at once; the target settles on its own. */
   cancel: { payload: { target: number }; result: { found: boolean } };
   /** Fault injection for tests: destroy the device as a driver reset would. */
