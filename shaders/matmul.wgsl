@@ -91,7 +91,7 @@ fn matmul(@builtin(local_invocation_id) local: vec3<u32>, @builtin(workgroup_id)
   }
 }
 
-// Direct variant, for one or a few rows (decoding) and for software adapters: no workgroup memory
+// Direct variant, for software adapters (CPU emulations of a GPU): no workgroup memory
 // and no barriers (a barrier costs a context switch per invocation on a CPU emulation). Each thread
 // computes a 4 x 4 block of C straight from global memory.
 // Grid: 1-D over ceil(M / 4) · ceil(N / 4) blocks (spilling into y), z = batch.

@@ -55,7 +55,7 @@ export async function runMatmulBenchmarks(
       });
     });
     const gflops = (2 * shape.M * shape.N * shape.K) / (ms * 1e6);
-    const kernel = chooseMatmulKernel(engine.gpu.info.software, shape.M);
+    const kernel = chooseMatmulKernel(engine.gpu.info.software);
     results.push({ name: shape.name, M: shape.M, N: shape.N, K: shape.K, transposeA, transposeB, kernel, ms, gflops });
     options.log(`matmul ${shape.name}: ${gflops.toFixed(2)} GFLOP/s`);
   }
