@@ -2,20 +2,17 @@
 // token ids: its loss must be the cross entropy computed here, in float64, from the PyTorch reference's
 // logits. Also JSONL documents, the windowing and document helpers on the CPU, and one-line errors.
 
-import { spawn } from 'node:child_process';
 import { copyFileSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ChatTemplate } from '../../src/io/chatTemplate.ts';
 import { parseTokenizer } from '../../src/io/tokenizer.ts';
 import { EvalDataError, evalWindows, readEvalDocuments, tokenizeDocuments } from '../../src/train/evaluate.ts';
 import { expectClose } from '../helpers/numeric.ts';
 import { readGolden } from '../models/helpers.ts';
-import { runCli } from './run.ts';
+import { runCli, runCliAsync, type CliResult } from './run.ts';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const MODELS = 'tests/fixtures/models';
 
 /** One character per token id 0..V−1: ASCII from the space, then Greek letters; a Fuse decoder joins them. */
@@ -24,19 +21,7 @@ const textOf = (ids: readonly number[]) => ids.map(charOf).join('');
 const tokenizerJson = (vocabSize: number) =>
   JSON.stringify({ model: { type: 'BPE', vocab: Object.fromEntries(Array.from({ length: vocabSize }, (_, id) => [charOf(id), id])), merges: [] }, decoder: { type: 'Fuse' } });
 
-type Result = { status: number; stdout: string; stderr: string };
-
-function runCliAsync(args: string[]): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { cwd: ROOT });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk) => (stdout += chunk));
-    child.stderr.on('data', (chunk) => (stderr += chunk));
-    child.on('error', reject);
-    child.on('close', (status) => resolve({ status: status ?? -1, stdout, stderr }));
-  });
-}
+type Result = CliResult;
 
 function expectOneLineError(result: Result, pattern: RegExp): void {
   expect(result.status, result.stderr).toBe(1);

@@ -3,17 +3,14 @@
 // --json; with a seed, sampling draws what the CPU sampler draws from the reference logits; mistakes are one
 // line. With the demo model present, its greedy generation is deterministic text.
 
-import { spawn } from 'node:child_process';
 import { copyFileSync, existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { createRng, sampleToken } from '../../src/train/sampling.ts';
 import { readGolden, sliceTokens } from '../models/helpers.ts';
-import { runCli } from './run.ts';
+import { runCli, runCliAsync, type CliResult } from './run.ts';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const MODELS = 'tests/fixtures/models';
 const DEMO = 'public/demo';
 
@@ -30,20 +27,7 @@ function llamaWithTokenizer(vocabSize = 101): string {
   return dir;
 }
 
-type Result = { status: number; stdout: string; stderr: string };
-
-/** runCli without blocking, so that the GPU runs share the cores (each compiles its kernels on SwiftShader). */
-function runCliAsync(args: string[]): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { cwd: ROOT });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk) => (stdout += chunk));
-    child.stderr.on('data', (chunk) => (stderr += chunk));
-    child.on('error', reject);
-    child.on('close', (status) => resolve({ status: status ?? -1, stdout, stderr }));
-  });
-}
+type Result = CliResult;
 
 function expectOneLineError(result: { status: number; stdout: string; stderr: string }, pattern: RegExp): void {
   expect(result.status, result.stderr).toBe(1);

@@ -1,28 +1,12 @@
 // `tabtune logits` against the golden logits of every fixture (the PyTorch reference), and the one-line
 // errors for a user's mistakes, which are found before the GPU is touched.
 
-import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { expectClose } from '../helpers/numeric.ts';
 import { MODEL_FIXTURES, readGolden, sliceTokens, type ModelFixture } from '../models/helpers.ts';
-import { runCli } from './run.ts';
+import { runCli, runCliAsync } from './run.ts';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const MODELS = 'tests/fixtures/models';
-
-/** runCli without blocking the event loop, so several runs share the two cores. */
-function runCliAsync(args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { cwd: ROOT });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk) => (stdout += chunk));
-    child.stderr.on('data', (chunk) => (stderr += chunk));
-    child.on('error', reject);
-    child.on('close', (status) => resolve({ status: status ?? -1, stdout, stderr }));
-  });
-}
 
 /** The one line a user's mistake prints: no stack trace. */
 function expectOneLineError(result: { status: number; stdout: string; stderr: string }, pattern: RegExp): void {

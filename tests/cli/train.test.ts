@@ -3,11 +3,9 @@
 // run resumes from its checkpoint and goes on, and hyperparameter mistakes exit 1 naming the option before any GPU
 // work. Runs are tiny (rows of 32 tokens, batches of 2, 4 steps): every kernel runs on a software GPU.
 
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { localDirectory } from '../../src/io/sources/localDirectory.ts';
 import { loadModel } from '../../src/models/load.ts';
@@ -16,27 +14,13 @@ import { BottleneckModel } from '../../src/peft/bottleneckModel.ts';
 import { importLoraAdapter } from '../../src/peft/peftFiles.ts';
 import { decodeCheckpoint, encodeCheckpoint } from '../../src/train/checkpoint.ts';
 import { testEngine } from '../helpers/gpu.ts';
-import { runCli } from './run.ts';
+import { runCli, runCliAsync, type CliResult } from './run.ts';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const DEMO = 'public/demo';
 const DATA = 'tests/fixtures/datasets/train_small.jsonl';
 const TINY = ['--seq', '32', '--batch', '2', '--steps', '4', '--eval-every', '0', '--lr', '1e-2'];
 
-type Result = { status: number; stdout: string; stderr: string };
-
-/** The CLI in a child process without blocking this worker (runs of different methods overlap). */
-function runCliAsync(args: string[]): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { cwd: ROOT });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk) => (stdout += chunk));
-    child.stderr.on('data', (chunk) => (stderr += chunk));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ status: code ?? -1, stdout, stderr }));
-  });
-}
+type Result = CliResult;
 
 const tempDir = () => mkdtempSync(join(tmpdir(), 'tabtune-train-'));
 
