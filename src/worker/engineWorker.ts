@@ -43,8 +43,6 @@ import {
 import { staticFolder } from './staticFolder.ts';
 import { bundleAdapter } from './adapterBundle.ts';
 import type { Tensor } from '../engine/tensor.ts';
-import type { ModelConfig } from '../models/config.ts';
-import type { ForwardOptions } from '../models/model.ts';
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE } from '../peft/adapterErrors.ts';
 import { BOTTLENECK_CONFIG_FILE, BOTTLENECK_WEIGHTS_FILE, exportBottleneckAdapter } from '../peft/bottleneckFiles.ts';
 import { BottleneckModel, bottleneckConfig } from '../peft/bottleneckModel.ts';
@@ -54,7 +52,8 @@ import { quantizeLinears } from '../peft/qlora.ts';
 import { defaultTargetModules } from '../peft/targets.ts';
 import { DatasetError, parseDataset, requireUsable, tokenizeDataset, type TokenizedDataset } from '../train/data.ts';
 import { packDataset } from '../train/packing.ts';
-import { Trainer, type TrainableModel, type TrainingState } from '../train/trainer.ts';
+import { Trainer, type TrainingState } from '../train/trainer.ts';
+import { AdapterTrainingView } from '../train/trainingView.ts';
 
 const worker = self as unknown as DedicatedWorkerGlobalScope;
 
@@ -449,48 +448,6 @@ async function inspectDataset({ text, seqLen }: Payload<'inspectDataset'>): Prom
   }
 }
 
-/** The loaded model plus the adapter's tensors, as the Trainer sees it. */
-class TrainingView implements TrainableModel {
-  constructor(
-    private readonly model: CausalLM,
-    private readonly params: Tensor[],
-    private readonly onState: (state: TrainingState) => void,
-  ) {}
-  get config(): ModelConfig {
-    return this.model.config;
-  }
-  get engine(): Engine {
-    return this.model.engine;
-  }
-  trainableParameters(): Tensor[] {
-    return this.params;
-  }
-  setTrainingState(state: TrainingState): void {
-    this.onState(state);
-  }
-  forward(ids: Tensor, options?: ForwardOptions): Tensor {
-    return this.model.forward(ids, options);
-  }
-  hidden(ids: Tensor, options?: ForwardOptions): Tensor {
-    return this.model.hidden(ids, options);
-  }
-  head(hidden: Tensor): Tensor {
-    return this.model.head(hidden);
-  }
-  parameters() {
-    return this.model.parameters();
-  }
-  linears() {
-    return this.model.linears();
-  }
-  createKVCache(batch: number, maxLength: number) {
-    return this.model.createKVCache(batch, maxLength);
-  }
-  dispose(): void {
-    // the model outlives a run
-  }
-}
-
 async function trainCall(payload: TrainRequest, ctx: CallContext): Promise<Result<'train'>> {
   const current = requireLoaded();
   if (!Number.isSafeInteger(payload.steps) || payload.steps < 1 || payload.steps > 100_000) throw new BadRequestError(`steps must be an integer in [1, 100000], got ${payload.steps}`);
@@ -511,7 +468,7 @@ async function trainCall(payload: TrainRequest, ctx: CallContext): Promise<Resul
       else attached.bottleneck.eval();
     }
   };
-  const view = new TrainingView(current.model, attached.params, setState);
+  const view = new AdapterTrainingView(current.model, attached.params, setState);
   const trainer = new Trainer(view, { train: packed.train, validation: null }, { steps: payload.steps, batchSize: payload.batchSize, lr: payload.lr, schedule: 'constant', seed: payload.seed }, {
     onEvent: (event) => {
       if (event.type === 'step') {

@@ -15,7 +15,6 @@ import { quoteName } from '../../io/errors.ts';
 import { loadTokenizer } from '../../io/tokenizer.ts';
 import type { ModelConfig } from '../../models/config.ts';
 import { loadModel, readModelConfig } from '../../models/load.ts';
-import type { CausalLM, ForwardOptions } from '../../models/model.ts';
 import { BottleneckError } from '../../peft/bottleneck.ts';
 import { exportBottleneckAdapter } from '../../peft/bottleneckFiles.ts';
 import { BottleneckModel, bottleneckConfig } from '../../peft/bottleneckModel.ts';
@@ -30,9 +29,10 @@ import { checkTokenizerFitsModel } from '../../train/generate.ts';
 import { nodeCheckpointStorage } from '../../train/nodeCheckpointStorage.ts';
 import { packDataset } from '../../train/packing.ts';
 import { HyperparameterError, SCHEDULE_KINDS, type ScheduleKind } from '../../train/schedule.ts';
-import { resolveTrainerConfig, ResumeMismatchError, Trainer, type TrainableModel, type TrainerConfig, type TrainerSnapshot, type TrainingState } from '../../train/trainer.ts';
+import { resolveTrainerConfig, ResumeMismatchError, Trainer, type TrainerConfig, type TrainerSnapshot, type TrainingState } from '../../train/trainer.ts';
 import { resolveModelSource } from '../modelSource.ts';
 import { parseOptions, progress, requireOption, UsageError } from '../usage.ts';
+import { AdapterTrainingView } from '../../train/trainingView.ts';
 
 export const TRAIN_METHODS = ['lora', 'qlora', 'adapter'] as const;
 export type TrainMethod = (typeof TRAIN_METHODS)[number];
@@ -77,56 +77,6 @@ function asUsageError(error: unknown, what: string): unknown {
   if (error instanceof LoraConfigError) return new UsageError(`train: ${what}: ${error.message} (${error.field})`);
   if (error instanceof TargetSelectionError || error instanceof BottleneckError) return new UsageError(`train: ${what}: ${error.message}`);
   return error;
-}
-
-/** A model plus the adapter tensors to train, as the Trainer sees it; samples GPU memory at every forward. */
-class TrainingView implements TrainableModel {
-  peakBytes = 0;
-  constructor(
-    private readonly model: CausalLM,
-    private readonly params: Tensor[],
-    private readonly onState: (state: TrainingState) => void,
-  ) {}
-  get config(): ModelConfig {
-    return this.model.config;
-  }
-  get engine(): Engine {
-    return this.model.engine;
-  }
-  sample(): void {
-    this.peakBytes = Math.max(this.peakBytes, this.model.engine.memory().total);
-  }
-  trainableParameters(): Tensor[] {
-    return this.params;
-  }
-  setTrainingState(state: TrainingState): void {
-    this.onState(state);
-  }
-  forward(ids: Tensor, options?: ForwardOptions): Tensor {
-    const out = this.model.forward(ids, options);
-    this.sample();
-    return out;
-  }
-  hidden(ids: Tensor, options?: ForwardOptions): Tensor {
-    const out = this.model.hidden(ids, options);
-    this.sample(); // the forward's activations are alive here, the backward's not yet
-    return out;
-  }
-  head(hidden: Tensor): Tensor {
-    return this.model.head(hidden);
-  }
-  parameters(): Map<string, Tensor> {
-    return this.model.parameters();
-  }
-  linears() {
-    return this.model.linears();
-  }
-  createKVCache(batch: number, maxLength: number) {
-    return this.model.createKVCache(batch, maxLength);
-  }
-  dispose(): void {
-    this.model.dispose();
-  }
 }
 
 /** Write files into `dir`, each beside its target first and then renamed over it. */
@@ -302,7 +252,7 @@ export async function trainCommand(args: string[]) {
         adapterSummary = { r, alpha, dropout, rslora: o.rslora ?? false, targets: peft.adapterConfig().paths.length };
       }
       const trainableParameters = params.reduce((sum, p) => sum + p.size, 0);
-      const view = new TrainingView(base, params, setState);
+      const view = new AdapterTrainingView(base, params, setState);
       const saver = checkpointSaver(nodeCheckpointStorage(out), {
         every: saveEvery > 0 ? saveEvery : steps,
         extraMetadata: { method, model: spec, adapter: JSON.stringify(adapterSummary) },
