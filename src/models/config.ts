@@ -3,8 +3,9 @@
 // Every problem is a ConfigError naming the file and the field; nothing here touches the GPU.
 // RoPE comes from the legacy `rope_theta` + `rope_scaling` fields or the newer `rope_parameters`.
 
+import { JsonFields } from '../io/jsonFields.ts';
 import { FormatError, quoteName } from '../io/errors.ts';
-import { decodeUtf8Strict, describeJson, JsonNumber, parseStrictJson, StrictJsonError, type JsonObject, type JsonValue } from '../io/strictJson.ts';
+import { decodeUtf8Strict, describeJson, parseStrictJson, StrictJsonError, type JsonObject, type JsonValue } from '../io/strictJson.ts';
 import { MAX_ATTENTION_HEAD_DIM } from '../engine/ops/attention.ts';
 
 /** A config.json that is malformed, inconsistent, or describes a model tabtune does not run. */
@@ -107,7 +108,7 @@ export function parseModelConfig(input: string | Uint8Array, file = 'config.json
 }
 
 export function configFromJson(json: JsonObject, file = 'config.json'): ModelConfig {
-  const fields = new Fields(file, json, '');
+  const fields = new Fields(file, json, '', ConfigError);
   const modelType = fields.string('model_type');
   if (!(SUPPORTED_MODEL_TYPES as readonly string[]).includes(modelType)) {
     fields.fail('model_type', `is ${quoteName(modelType)}, which tabtune does not support (supported: ${SUPPORTED_MODEL_TYPES.join(', ')})`);
@@ -255,62 +256,12 @@ function ropeConfig(fields: Fields): RopeConfig {
   return scalingFields.fail(field, `is ${quoteName(type)}, an unknown rope type (supported: default, linear, llama3)`);
 }
 
-/** Typed access to the fields of one JSON object; failures name the file and the dotted field path. */
-class Fields {
-  constructor(
-    readonly file: string,
-    private readonly json: JsonObject,
-    private readonly prefix: string,
-  ) {}
-
-  fail(name: string, why: string): never {
-    const field = this.prefix + name;
-    throw new ConfigError(this.file, `field ${quoteName(field)} ${why}`, { field });
-  }
-
-  /** Present and not null (transformers writes null for "use the default"). */
-  present(name: string): boolean {
-    const value = this.json.get(name);
-    return value !== undefined && value !== null;
-  }
-
-  raw(name: string): JsonValue | undefined {
-    return this.json.get(name);
-  }
-
-  private required(name: string): JsonValue {
-    const value = this.json.get(name);
-    if (value === undefined || value === null) this.fail(name, value === null ? 'is null' : 'is missing');
-    return value;
-  }
-
-  string(name: string): string {
-    const value = this.required(name);
-    if (typeof value !== 'string') this.fail(name, `must be a string, got ${describeJson(value)}`);
-    return value;
-  }
-
-  optionalString(name: string): string | null {
-    return this.present(name) ? this.string(name) : null;
-  }
-
-  bool(name: string, fallback: boolean): boolean {
-    if (!this.present(name)) return fallback;
-    const value = this.json.get(name)!;
-    if (typeof value !== 'boolean') this.fail(name, `must be true or false, got ${describeJson(value)}`);
-    return value;
-  }
-
-  private number(name: string, value: JsonValue): number {
-    if (!(value instanceof JsonNumber)) this.fail(name, `must be a number, got ${describeJson(value)}${typeof value === 'string' ? ` (${quoteName(value)})` : ''}`);
-    if (!Number.isFinite(value.value)) this.fail(name, `is not a finite number (${value.text})`);
-    return value.value;
-  }
-
+/** config.json's kinds of field: sizes, positive numbers, epsilons, token ids. */
+class Fields extends JsonFields {
   /** A positive integer no larger than `max`; `fallback` when absent (required when no fallback). */
   size(name: string, max: number, fallback?: number): number {
     if (fallback !== undefined && !this.present(name)) return fallback;
-    const value = this.number(name, this.required(name));
+    const value = this.numberValue(name, this.required(name));
     if (!Number.isInteger(value)) this.fail(name, `must be an integer, got ${value}`);
     if (value <= 0) this.fail(name, `must be positive, got ${value}`);
     if (value > max) this.fail(name, `is ${value}, larger than the ${max} tabtune accepts`);
@@ -323,7 +274,7 @@ class Fields {
 
   positive(name: string, fallback?: number): number {
     if (fallback !== undefined && !this.present(name)) return fallback;
-    const value = this.number(name, this.required(name));
+    const value = this.numberValue(name, this.required(name));
     if (!(value > 0)) this.fail(name, `must be positive, got ${value}`);
     return value;
   }
@@ -346,14 +297,9 @@ class Fields {
   }
 
   private checkTokenId(name: string, value: JsonValue): number {
-    const id = this.number(name, value);
+    const id = this.numberValue(name, value);
     if (!Number.isSafeInteger(id) || id < 0) this.fail(name, `must be a non-negative integer token id, got ${id}`);
     return id;
   }
 
-  object(name: string): Fields {
-    const value = this.required(name);
-    if (!(value instanceof Map)) this.fail(name, `must be an object, got ${describeJson(value)}`);
-    return new Fields(this.file, value, `${this.prefix}${name}.`);
-  }
 }

@@ -39,11 +39,12 @@
 // Not checked: a file actually written by the library (no Python `adapters` here), and whether the
 // library's latest release still uses the same keys (the sources read were recent revisions of main).
 
+import { JsonFields } from '../io/jsonFields.ts';
 import { FormatError, quoteName } from '../io/errors.ts';
 import { readSafetensorsHeader, readTensor, type ByteSource, type SafetensorsHeader } from '../io/safetensors.ts';
 import { writeSafetensors } from '../io/safetensorsWriter.ts';
 import { bytesSource } from '../io/byteSource.ts';
-import { decodeUtf8Strict, describeJson, JsonNumber, parseStrictJson, StrictJsonError, type JsonObject, type JsonValue } from '../io/strictJson.ts';
+import { decodeUtf8Strict, describeJson, JsonNumber, parseStrictJson, StrictJsonError, type JsonValue } from '../io/strictJson.ts';
 import type { ModelConfig } from '../models/config.ts';
 import { BOTTLENECK_NON_LINEARITIES, type BottleneckInit, type BottleneckNonLinearity } from './bottleneck.ts';
 import {
@@ -197,7 +198,7 @@ export function parseBottleneckConfigFile(input: string | Uint8Array, file = BOT
     throw new BottleneckFileError(file, `is not valid JSON: ${error.message}`, { field }, { cause: error });
   }
   if (!(json instanceof Map)) throw new BottleneckFileError(file, `must hold a JSON object, not ${describeJson(json)}`, { field: 'file' });
-  const top = new Fields(file, json, '');
+  const top = new Fields(file, json, '', BottleneckFileError);
 
   const name = top.string('name');
   try {
@@ -287,65 +288,8 @@ function bnConfigFrom(fields: Fields, legacy: boolean, ignoredKeys: string[]): B
   }
 }
 
-/** Typed access to one JSON object; failures name the file and the dotted field. */
-class Fields {
-  constructor(
-    readonly file: string,
-    private readonly json: JsonObject,
-    private readonly prefix: string,
-  ) {}
-
-  fail(name: string, why: string): never {
-    const field = this.prefix + name;
-    throw new BottleneckFileError(this.file, `field ${quoteName(field)} ${why}`, { field });
-  }
-
-  keys(): string[] {
-    return [...this.json.keys()];
-  }
-
-  raw(name: string): JsonValue | undefined {
-    return this.json.get(name);
-  }
-
-  present(name: string): boolean {
-    const value = this.json.get(name);
-    return value !== undefined && value !== null;
-  }
-
-  private required(name: string): JsonValue {
-    const value = this.json.get(name);
-    if (value === undefined || value === null) this.fail(name, value === null ? 'is null' : 'is missing');
-    return value;
-  }
-
-  string(name: string): string {
-    const value = this.required(name);
-    if (typeof value !== 'string') this.fail(name, `must be a string, got ${describeJson(value)}`);
-    return value;
-  }
-
-  optionalString(name: string): string | null {
-    return this.present(name) ? this.string(name) : null;
-  }
-
-  bool(name: string, fallback?: boolean): boolean {
-    if (fallback !== undefined && !this.present(name)) return fallback;
-    const value = this.required(name);
-    if (typeof value !== 'boolean') this.fail(name, `must be true or false, got ${describeJson(value)}`);
-    return value;
-  }
-
-  number(name: string): number {
-    return this.numberValue(name, this.required(name));
-  }
-
-  private numberValue(name: string, value: JsonValue): number {
-    if (!(value instanceof JsonNumber)) this.fail(name, `must be a number, got ${describeJson(value)}`);
-    if (!Number.isFinite(value.value)) this.fail(name, `is not a finite number (${value.text})`);
-    return value.value;
-  }
-
+/** The adapter config's kinds of field: positive integers, reduction factors, layer lists. */
+class Fields extends JsonFields {
   positiveInteger(name: string): number {
     const value = this.number(name);
     if (!Number.isSafeInteger(value) || value <= 0) this.fail(name, `must be a positive integer, got ${value}`);
@@ -388,11 +332,6 @@ class Fields {
     });
   }
 
-  object(name: string): Fields {
-    const value = this.required(name);
-    if (!(value instanceof Map)) this.fail(name, `must be an object, got ${describeJson(value)}`);
-    return new Fields(this.file, value, `${this.prefix}${name}.`);
-  }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
