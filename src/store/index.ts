@@ -5,15 +5,17 @@ import { create } from 'zustand';
 import { createGpuSlice, type GpuSlice } from './gpu.ts';
 import { createModelSlice, type ModelSlice } from './model.ts';
 import { createPlaygroundSlice, type PlaygroundSlice } from './playground.ts';
+import { createShareSlice, type ShareSlice } from './share.ts';
 import { createTrainingSlice, type TrainingSlice } from './training.ts';
 import { createUiSlice, type UiSlice } from './ui.ts';
 
-export type AppState = GpuSlice & ModelSlice & PlaygroundSlice & TrainingSlice & UiSlice;
+export type AppState = GpuSlice & ModelSlice & PlaygroundSlice & ShareSlice & TrainingSlice & UiSlice;
 
 export const useApp = create<AppState>()((...args) => ({
   ...createGpuSlice(...args),
   ...createModelSlice(...args),
   ...createPlaygroundSlice(...args),
+  ...createShareSlice(...args),
   ...createTrainingSlice(...args),
   ...createUiSlice(...args),
 }));

@@ -6,6 +6,7 @@ import { DevicePanel } from './DevicePanel.tsx';
 import { DeviceLostBanner, NoWebGpu } from './GpuNotices.tsx';
 import { ModelPanel } from './ModelPanel.tsx';
 import { Playground } from './Playground.tsx';
+import { ShareOffer, SharePanel } from './Share.tsx';
 import { ThemeSwitch } from './ThemeSwitch.tsx';
 import { DataPanel, MethodPanel, TrainPanel } from './Training.tsx';
 
@@ -28,18 +29,22 @@ export function App() {
         {gpuState === 'unavailable' ? (
           <NoWebGpu />
         ) : (
-          <div className="panels">
-            <div className="column">
-              <ModelPanel />
-              <MethodPanel />
-              <DevicePanel />
+          <>
+            <ShareOffer />
+            <div className="panels">
+              <div className="column">
+                <ModelPanel />
+                <MethodPanel />
+                <DevicePanel />
+              </div>
+              <div className="column">
+                <DataPanel />
+                <TrainPanel />
+                <Playground />
+                <SharePanel />
+              </div>
             </div>
-            <div className="column">
-              <DataPanel />
-              <TrainPanel />
-              <Playground />
-            </div>
-          </div>
+          </>
         )}
       </main>
     </div>

@@ -4,6 +4,7 @@
 import { StrictMode } from 'react';
 import { createRoot } from 'react-dom/client';
 import { connectEngine, loseDevice, reportNoWebGpu } from '../store/actions.ts';
+import { openShareLink } from '../store/shareActions.ts';
 import { EngineClient } from '../worker/client.ts';
 import { App } from './App.tsx';
 import { applyTheme, savedTheme } from './theme.ts';
@@ -20,6 +21,9 @@ function missingWebGpuReason(): string | null {
 const reason = missingWebGpuReason();
 if (reason !== null) reportNoWebGpu(reason);
 else void connectEngine(EngineClient.start());
+
+// A share link only becomes an offer: nothing is fetched or loaded until the user confirms it.
+void openShareLink(location.hash);
 
 if (new URLSearchParams(location.search).has('faults')) {
   (window as Window & { tabtuneFaults?: unknown }).tabtuneFaults = { loseDevice };

@@ -1,0 +1,68 @@
+// Share links in a real Chromium: load the demo model, choose the adapter method and a few settings, make a share
+// link, open it in a new page: the confirmation lists the configuration and nothing is loaded until it is
+// confirmed; confirming loads the demo model with the shared method, settings and dataset (and does not train).
+
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { startApp, type App } from './browser.ts';
+
+const DATASET = 'In the beginning God created the heaven and the earth.\n\nAnd God said, Let there be light: and there was light.';
+
+let app: App;
+beforeAll(async () => {
+  app = await startApp();
+});
+afterAll(async () => app?.close());
+
+it('opens a share link in a new page, asks first, then sets up the same configuration', { timeout: 300_000 }, async () => {
+  const page = await app.browser.newPage();
+  const errors: string[] = [];
+  page.on('pageerror', (error) => errors.push(error.message));
+  await page.goto(app.url);
+  await page.getByTestId('model-select').selectOption('demo');
+  await page.getByTestId('model-load').click({ timeout: 60_000 });
+  await expect.poll(() => page.getByTestId('model-status').textContent(), { timeout: 90_000, interval: 250 }).toContain('ready');
+  await page.getByTestId('method-select').selectOption('adapter');
+  await page.getByLabel('Reduction factor').fill('4');
+  await page.getByTestId('steps-input').fill('7');
+  await page.getByTestId('dataset-input').fill(DATASET);
+
+  await page.getByTestId('share-link').click();
+  await expect.poll(() => page.getByTestId('share-url').inputValue(), { timeout: 10_000, interval: 100 }).toContain('#share=');
+  const url = await page.getByTestId('share-url').inputValue();
+  expect(url.startsWith(app.url)).toBe(true);
+
+  const shared = await app.browser.newPage();
+  shared.on('pageerror', (error) => errors.push(error.message));
+  await shared.goto(url);
+  const offer = shared.getByTestId('share-offer');
+  await offer.waitFor({ timeout: 30_000 });
+  const offerText = (await offer.textContent()) ?? '';
+  expect(offerText).toContain('demo model');
+  expect(offerText).toContain('reduction factor 4');
+  expect(offerText).toContain('7 steps');
+  // Give the engine time to start: still nothing may be loaded before the user confirms.
+  await expect.poll(() => shared.getByTestId('share-confirm').isEnabled(), { timeout: 60_000, interval: 250 }).toBe(true);
+  await shared.waitForTimeout(1000);
+  expect(await shared.getByTestId('model-status').textContent()).not.toContain('ready');
+  expect(await shared.getByTestId('dataset-input').inputValue()).toBe('');
+
+  await shared.getByTestId('share-confirm').click();
+  await expect.poll(() => shared.getByTestId('model-status').textContent(), { timeout: 90_000, interval: 250 }).toContain('ready');
+  expect(await shared.getByTestId('method-select').inputValue()).toBe('adapter');
+  expect(await shared.getByLabel('Reduction factor').inputValue()).toBe('4');
+  expect(await shared.getByTestId('steps-input').inputValue()).toBe('7');
+  expect(await shared.getByTestId('dataset-input').inputValue()).toBe(DATASET);
+  expect(await shared.getByTestId('share-offer').count()).toBe(0);
+  expect(await shared.getByTestId('train-step').textContent()).toBe('0'); // not trained by itself
+  expect(new URL(shared.url()).hash).toBe('');
+
+  // A tampered link is refused with the reason, and offers nothing to confirm.
+  const bad = await app.browser.newPage();
+  await bad.goto(`${app.url}#share=${url.split('#share=')[1].slice(0, 20)}`);
+  await bad.getByTestId('share-error').waitFor({ timeout: 30_000 });
+  expect(await bad.getByTestId('share-error').textContent()).toContain('Share link');
+  expect(await bad.getByTestId('share-confirm').count()).toBe(0);
+
+  expect(errors).toEqual([]);
+  await Promise.all([page.close(), shared.close(), bad.close()]);
+});

@@ -1,0 +1,182 @@
+// Share links: round trips, and every hostile link from QUALITY.md ("Share links") refused with a typed error
+// that names the field at fault.
+
+import { describe, expect, it } from 'vitest';
+import {
+  decodeShareConfig,
+  deflateRaw,
+  encodeRawPayload,
+  encodeShareConfig,
+  MAX_LINK_CHARS,
+  MAX_PAYLOAD_BYTES,
+  SHARE_PREFIX,
+  ShareLinkError,
+  type ShareConfig,
+} from '../../src/share/shareLink.ts';
+
+const LORA: ShareConfig = {
+  v: 1,
+  model: { kind: 'hub', id: 'org/tiny-model@main', endpoint: 'https://mirror.example.org/hub' },
+  method: { kind: 'qlora', r: 4, alpha: 8, dropout: 0.05, useRslora: true, targetModules: ['q_proj', 'v_proj'] },
+  train: { steps: 30, seqLength: 64, lr: 2e-4 },
+  data: { inline: 'In the beginning\n\nAnd the earth was without form 🌍' },
+};
+
+const ADAPTER: ShareConfig = {
+  v: 1,
+  model: { kind: 'demo' },
+  method: { kind: 'adapter', reductionFactor: 8, dropout: 0, placement: 'houlsby' },
+  train: { steps: 5, seqLength: 16, lr: 1e-3 },
+  data: { url: 'https://example.org/data/train.jsonl' },
+};
+
+function base(): Record<string, unknown> {
+  return JSON.parse(JSON.stringify(ADAPTER)) as Record<string, unknown>;
+}
+
+async function refusal(link: string): Promise<ShareLinkError> {
+  try {
+    await decodeShareConfig(link);
+  } catch (error) {
+    expect(error).toBeInstanceOf(ShareLinkError);
+    return error as ShareLinkError;
+  }
+  throw new Error(`link was accepted: ${link.slice(0, 80)}`);
+}
+
+async function refusalOf(value: unknown): Promise<ShareLinkError> {
+  return refusal(SHARE_PREFIX + (await encodeRawPayload(JSON.stringify(value))));
+}
+
+describe('round trip', () => {
+  it('decodes what it encodes, for each model and method kind', async () => {
+    for (const config of [LORA, ADAPTER, { ...ADAPTER, data: undefined }, { ...LORA, model: { kind: 'hub' as const, id: 'gpt2' } }]) {
+      const { data, ...rest } = config;
+      const clean: ShareConfig = data === undefined ? rest : config;
+      const link = await encodeShareConfig(clean);
+      expect(link.startsWith('#share=')).toBe(true);
+      expect(link.slice(7)).toMatch(/^[A-Za-z0-9_-]+$/);
+      expect(await decodeShareConfig(link)).toEqual(clean);
+      expect(await decodeShareConfig(link.slice(1))).toEqual(clean); // "share=..." without the '#'
+    }
+  });
+
+  it('compresses a repetitive inline dataset well below its size', async () => {
+    const inline = 'And God said, Let there be light: and there was light.\n\n'.repeat(1000);
+    const link = await encodeShareConfig({ ...ADAPTER, data: { inline } });
+    expect(link.length).toBeLessThan(inline.length / 20);
+    expect((await decodeShareConfig(link)).data).toEqual({ inline });
+  });
+
+  it('refuses to encode a link over the link cap', async () => {
+    let seed = 1;
+    const noise = Array.from({ length: 40_000 }, () => String.fromCharCode(33 + (((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) >>> 24) % 90))).join('');
+    await expect(encodeShareConfig({ ...ADAPTER, data: { inline: noise } })).rejects.toMatchObject({ name: 'ShareLinkError', field: 'link' });
+  });
+});
+
+describe('hostile links', () => {
+  it('unknown version', async () => {
+    for (const v of [2, 0, '1', null]) expect((await refusalOf({ ...base(), v })).field).toBe('v');
+  });
+
+  it('unknown keys, at the top and inside', async () => {
+    expect((await refusalOf({ ...base(), script: 'alert(1)' })).field).toBe('script');
+    expect((await refusalOf({ ...base(), train: { steps: 5, seqLength: 16, lr: 1e-3, seed: 3 } })).field).toBe('train.seed');
+    expect((await refusalOf({ ...base(), model: { kind: 'demo', id: 'x/y' } })).field).toBe('model.id');
+    const proto = SHARE_PREFIX + (await encodeRawPayload(JSON.stringify(base()).replace('{', '{"__proto__":{"polluted":1},')));
+    expect((await refusal(proto)).field).toBe('__proto__');
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+  });
+
+  it('enum values outside the list', async () => {
+    for (const kind of ['constructor', '__proto__', 'toString', 'LORA', '']) {
+      expect((await refusalOf({ ...base(), method: { kind, reductionFactor: 8, dropout: 0, placement: 'houlsby' } })).field).toBe('method.kind');
+      expect((await refusalOf({ ...base(), model: { kind } })).field).toBe('model.kind');
+    }
+    expect((await refusalOf({ ...base(), method: { kind: 'adapter', reductionFactor: 8, dropout: 0, placement: 'constructor' } })).field).toBe('method.placement');
+  });
+
+  it('NaN, Infinity, negative and absurd numbers', async () => {
+    // JSON has no NaN/Infinity literals; they arrive as text that is not JSON or as strings.
+    expect((await refusal(SHARE_PREFIX + (await encodeRawPayload(JSON.stringify(base()).replace('"steps":5', '"steps":NaN'))))).field).toBe('payload');
+    const train = (patch: Record<string, unknown>) => ({ ...base(), train: { steps: 5, seqLength: 16, lr: 1e-3, ...patch } });
+    expect((await refusalOf(train({ steps: 'NaN' }))).field).toBe('train.steps');
+    expect((await refusalOf(train({ lr: 1e999 }))).field).toBe('train.lr'); // JSON.parse gives Infinity
+    expect((await refusalOf(train({ lr: -1e-3 }))).field).toBe('train.lr');
+    expect((await refusalOf(train({ lr: 0 }))).field).toBe('train.lr');
+    expect((await refusalOf(train({ lr: 5 }))).field).toBe('train.lr');
+    expect((await refusalOf(train({ steps: -3 }))).field).toBe('train.steps');
+    expect((await refusalOf(train({ steps: 1e12 }))).field).toBe('train.steps');
+    expect((await refusalOf(train({ steps: 2.5 }))).field).toBe('train.steps');
+    expect((await refusalOf(train({ seqLength: 1e6 }))).field).toBe('train.seqLength');
+    const lora = (patch: Record<string, unknown>) => ({ ...base(), method: { kind: 'lora', r: 8, alpha: 16, dropout: 0, useRslora: false, targetModules: null, ...patch } });
+    expect(await decodeShareConfig(SHARE_PREFIX + (await encodeRawPayload(JSON.stringify(lora({})))))).toMatchObject({ method: { kind: 'lora', r: 8 } });
+    expect((await refusalOf(lora({ r: 0 }))).field).toBe('method.r');
+    expect((await refusalOf(lora({ r: 1e9 }))).field).toBe('method.r');
+    expect((await refusalOf(lora({ alpha: 0 }))).field).toBe('method.alpha');
+    expect((await refusalOf(lora({ dropout: 1.5 }))).field).toBe('method.dropout');
+    expect((await refusalOf(lora({ useRslora: 'yes' }))).field).toBe('method.useRslora');
+    expect((await refusalOf(lora({ targetModules: ['q_proj', 'a;b'] }))).field).toBe('method.targetModules[1]');
+    expect((await refusalOf({ ...base(), method: { kind: 'adapter', reductionFactor: -8, dropout: 0, placement: 'houlsby' } })).field).toBe('method.reductionFactor');
+  });
+
+  it('model ids with "..", "@" tricks, other hosts or javascript:', async () => {
+    const hub = (model: Record<string, unknown>) => ({ ...base(), model: { kind: 'hub', ...model } });
+    for (const id of ['../etc/passwd', 'org/../x', 'org/na..me', 'org/name@a@b', 'org/name@../x', 'org/name/extra', '', 'org/name\n']) {
+      expect((await refusalOf(hub({ id }))).field, id).toBe('model.id');
+    }
+    for (const id of ['https://evil.example/org/name', 'https://huggingface.co@evil.example/org/name', '//evil.example/org/name', 'javascript:alert(1)', 'JavaScript:alert(1)', 'data:text/html,x']) {
+      expect((await refusalOf(hub({ id }))).field, id).toBe('model.id');
+    }
+    for (const endpoint of ['javascript:alert(1)', 'file:///etc', 'https://user:pw@evil.example', 'https://hub.example/?x=1', '']) {
+      expect((await refusalOf(hub({ id: 'org/name', endpoint }))).field, endpoint).toBe('model.endpoint');
+    }
+    expect(await decodeShareConfig(SHARE_PREFIX + (await encodeRawPayload(JSON.stringify(hub({ id: 'org/name@v1.0' })))))).toMatchObject({ model: { id: 'org/name@v1.0' } });
+  });
+
+  it('dataset URLs other than http(s)', async () => {
+    for (const url of ['data:text/plain,hello', 'blob:https://example.org/1234', 'file:///etc/passwd', 'javascript:alert(1)', 'ftp://example.org/x', 'not a url', 'https://u:p@example.org/x']) {
+      expect((await refusalOf({ ...base(), data: { url } })).field, url).toBe('data.url');
+    }
+    expect((await refusalOf({ ...base(), data: { url: 'https://example.org/x', inline: 'x' } })).field).toBe('data');
+    expect((await refusalOf({ ...base(), data: { inline: 42 } })).field).toBe('data.inline');
+  });
+
+  it('a link over the size cap', async () => {
+    const link = SHARE_PREFIX + 'A'.repeat(MAX_LINK_CHARS + 4);
+    expect((await refusal(link)).field).toBe('link');
+  });
+
+  it('a decompression bomb is stopped at the payload cap', async () => {
+    // 64 MiB of spaces compresses to ~64 KB; a smaller bomb that fits in the link: 16 MiB → ~16 KB of base64url.
+    const bomb = new Uint8Array(16 * 1024 * 1024).fill(0x20);
+    const compressed = await deflateRaw(bomb);
+    let binary = '';
+    for (const byte of compressed) binary += String.fromCharCode(byte);
+    const encoded = btoa(binary).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+    expect(encoded.length).toBeLessThanOrEqual(MAX_LINK_CHARS);
+    const started = performance.now();
+    const error = await refusal(SHARE_PREFIX + encoded);
+    expect(error.field).toBe('payload');
+    expect(error.message).toContain(String(MAX_PAYLOAD_BYTES));
+    expect(performance.now() - started).toBeLessThan(5_000);
+  });
+
+  it('truncated or double-encoded links', async () => {
+    const link = await encodeShareConfig(ADAPTER);
+    const payload = link.slice(SHARE_PREFIX.length);
+    for (const cut of [1, 5, Math.floor(payload.length / 2)]) {
+      const error = await refusal(SHARE_PREFIX + payload.slice(0, payload.length - cut));
+      expect(['link', 'payload']).toContain(error.field);
+    }
+    expect((await refusal(encodeURIComponent(link))).field).toBe('link'); // %23share%3D...
+    expect((await refusal(SHARE_PREFIX + encodeURIComponent(payload + '=='))).field).toBe('link');
+    // The whole link base64url-encoded once more decodes to bytes that are not deflate data.
+    const twice = btoa(payload).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+    expect(['link', 'payload']).toContain((await refusal(SHARE_PREFIX + twice)).field);
+    expect((await refusal(SHARE_PREFIX)).field).toBe('link');
+    expect((await refusalOf([1, 2, 3])).field).toBe('');
+    expect((await refusalOf('{"v":1}')).field).toBe('');
+  });
+});
