@@ -3,9 +3,30 @@
 // extend it with their own kinds of field (sizes, token ids, layer lists).
 
 import { FormatError, quoteName, type FormatErrorLocation } from './errors.ts';
-import { describeJson, JsonNumber, type JsonObject, type JsonValue } from './strictJson.ts';
+import { decodeUtf8Strict, describeJson, JsonNumber, parseStrictJson, StrictJsonError, type JsonObject, type JsonValue } from './strictJson.ts';
 
-export type FormatErrorClass = new (file: string, detail: string, where?: FormatErrorLocation) => FormatError;
+export type FormatErrorClass = new (file: string, detail: string, where?: FormatErrorLocation, options?: { cause?: unknown }) => FormatError;
+
+/**
+ * A small JSON file (config.json, adapter_config.json) as a JSON object: size-capped, strict UTF-8 with an
+ * optional BOM, strict JSON; every problem is `errorClass` naming the file and the field.
+ */
+export function parseJsonObjectFile(input: string | Uint8Array, file: string, maxBytes: number, errorClass: FormatErrorClass): JsonObject {
+  if (input.length > maxBytes) throw new errorClass(file, `is larger than ${maxBytes} bytes`, { field: 'file size' });
+  let text = typeof input === 'string' ? input : decodeUtf8Strict(input);
+  if (text === null) throw new errorClass(file, 'is not valid UTF-8', { field: 'file' });
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
+  let json: JsonValue;
+  try {
+    json = parseStrictJson(text);
+  } catch (error) {
+    if (!(error instanceof StrictJsonError)) throw error;
+    const field = error.key !== undefined ? [...error.path, error.key].join('.') : error.path.join('.') || 'file';
+    throw new errorClass(file, `is not valid JSON: ${error.message}`, { field }, { cause: error });
+  }
+  if (!(json instanceof Map)) throw new errorClass(file, `must hold a JSON object, not ${describeJson(json)}`, { field: 'file' });
+  return json;
+}
 
 export class JsonFields {
   constructor(

@@ -3,9 +3,9 @@
 // Every problem is a ConfigError naming the file and the field; nothing here touches the GPU.
 // RoPE comes from the legacy `rope_theta` + `rope_scaling` fields or the newer `rope_parameters`.
 
-import { JsonFields } from '../io/jsonFields.ts';
+import { JsonFields, parseJsonObjectFile } from '../io/jsonFields.ts';
 import { FormatError, quoteName } from '../io/errors.ts';
-import { decodeUtf8Strict, describeJson, parseStrictJson, StrictJsonError, type JsonObject, type JsonValue } from '../io/strictJson.ts';
+import type { JsonObject, JsonValue } from '../io/strictJson.ts';
 import { MAX_ATTENTION_HEAD_DIM } from '../engine/ops/attention.ts';
 
 /** A config.json that is malformed, inconsistent, or describes a model tabtune does not run. */
@@ -91,19 +91,7 @@ const CONFIG_MAX_BYTES = 4 * 1024 * 1024;
 
 /** Parse config.json bytes or text. */
 export function parseModelConfig(input: string | Uint8Array, file = 'config.json'): ModelConfig {
-  if (input.length > CONFIG_MAX_BYTES) throw new ConfigError(file, `is larger than ${CONFIG_MAX_BYTES} bytes`, { field: 'file size' });
-  let text: string | null = typeof input === 'string' ? input : decodeUtf8Strict(input);
-  if (text === null) throw new ConfigError(file, 'is not valid UTF-8', { field: 'file' });
-  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
-  let json: JsonValue;
-  try {
-    json = parseStrictJson(text);
-  } catch (error) {
-    if (!(error instanceof StrictJsonError)) throw error;
-    const field = error.key !== undefined ? [...error.path, error.key].join('.') : error.path.join('.') || 'file';
-    throw new ConfigError(file, `is not valid JSON: ${error.message}`, { field }, { cause: error });
-  }
-  if (!(json instanceof Map)) throw new ConfigError(file, `must hold a JSON object, not ${describeJson(json)}`, { field: 'file' });
+  const json = parseJsonObjectFile(input, file, CONFIG_MAX_BYTES, ConfigError);
   return configFromJson(json, file);
 }
 

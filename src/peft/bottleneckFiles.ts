@@ -39,12 +39,12 @@
 // Not checked: a file actually written by the library (no Python `adapters` here), and whether the
 // library's latest release still uses the same keys (the sources read were recent revisions of main).
 
-import { JsonFields } from '../io/jsonFields.ts';
+import { JsonFields, parseJsonObjectFile } from '../io/jsonFields.ts';
 import { FormatError, quoteName } from '../io/errors.ts';
 import { readSafetensorsHeader, readTensor, type ByteSource, type SafetensorsHeader } from '../io/safetensors.ts';
 import { writeSafetensors } from '../io/safetensorsWriter.ts';
 import { bytesSource } from '../io/byteSource.ts';
-import { decodeUtf8Strict, describeJson, JsonNumber, parseStrictJson, StrictJsonError, type JsonValue } from '../io/strictJson.ts';
+import { describeJson, JsonNumber } from '../io/strictJson.ts';
 import type { ModelConfig } from '../models/config.ts';
 import { BOTTLENECK_NON_LINEARITIES, type BottleneckInit, type BottleneckNonLinearity } from './bottleneck.ts';
 import {
@@ -185,19 +185,7 @@ const ACTIVATION_RENAME: Record<string, string> = { gelu: 'gelu_new', gelu_orig:
 
 /** Parse and check adapter_config.json; every problem is a BottleneckFileError naming the file and field. */
 export function parseBottleneckConfigFile(input: string | Uint8Array, file = BOTTLENECK_CONFIG_FILE): BottleneckConfigFile {
-  if (input.length > CONFIG_MAX_BYTES) throw new BottleneckFileError(file, `is larger than ${CONFIG_MAX_BYTES} bytes`, { field: 'file size' });
-  let text = typeof input === 'string' ? input : decodeUtf8Strict(input);
-  if (text === null) throw new BottleneckFileError(file, 'is not valid UTF-8', { field: 'file' });
-  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
-  let json: JsonValue;
-  try {
-    json = parseStrictJson(text);
-  } catch (error) {
-    if (!(error instanceof StrictJsonError)) throw error;
-    const field = error.key !== undefined ? [...error.path, error.key].join('.') : error.path.join('.') || 'file';
-    throw new BottleneckFileError(file, `is not valid JSON: ${error.message}`, { field }, { cause: error });
-  }
-  if (!(json instanceof Map)) throw new BottleneckFileError(file, `must hold a JSON object, not ${describeJson(json)}`, { field: 'file' });
+  const json = parseJsonObjectFile(input, file, CONFIG_MAX_BYTES, BottleneckFileError);
   const top = new Fields(file, json, '', BottleneckFileError);
 
   const name = top.string('name');

@@ -15,7 +15,7 @@ import { loadTokenizer } from '../../src/io/tokenizer.ts';
 import { loadModel } from '../../src/models/load.ts';
 import { tokenTensor } from '../../src/models/model.ts';
 import { testEngine } from '../helpers/gpu.ts';
-import { startApp, type App } from './browser.ts';
+import { loadDemo, startApp, type App } from './browser.ts';
 
 const DEMO = fileURLToPath(new URL('../../public/demo/', import.meta.url));
 /** PyTorch's greedy continuations of the demo model (scripts/demo-model/sample.py). */
@@ -68,12 +68,6 @@ async function nodeGreedy(): Promise<{ text: string; trustedText: string; truste
 
 let greedyOnce: ReturnType<typeof nodeGreedy> | null = null;
 const expectedGreedy = () => (greedyOnce ??= nodeGreedy());
-
-async function loadDemo(page: Page): Promise<void> {
-  await page.getByTestId('model-select').selectOption('demo');
-  await page.getByTestId('model-load').click({ timeout: 60_000 }); // enabled once the engine has its device
-  await expect.poll(() => page.getByTestId('model-status').textContent(), { timeout: 90_000, interval: 250 }).toContain('ready');
-}
 
 /** Generate greedily from the playground; the output's lengths seen while the run was going are returned too. */
 async function generateGreedy(page: Page, prompt: string, newTokens: number): Promise<{ text: string; partialLengths: number[] }> {

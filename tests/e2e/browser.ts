@@ -4,7 +4,8 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type Browser } from 'playwright-core';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { expect } from 'vitest';
 import { build, preview, type PreviewServer } from 'vite';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -48,4 +49,11 @@ export async function startApp(): Promise<App> {
       rmSync(outDir, { recursive: true, force: true });
     },
   };
+}
+
+/** Load the built-in demo model through the model panel and wait until it is ready. */
+export async function loadDemo(page: Page): Promise<void> {
+  await page.getByTestId('model-select').selectOption('demo');
+  await page.getByTestId('model-load').click({ timeout: 60_000 }); // enabled once the engine has its device
+  await expect.poll(() => page.getByTestId('model-status').textContent(), { timeout: 90_000, interval: 250 }).toContain('ready');
 }

@@ -3,7 +3,7 @@
 // confirmed; confirming loads the demo model with the shared method, settings and dataset (and does not train).
 
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { startApp, type App } from './browser.ts';
+import { loadDemo, startApp, type App } from './browser.ts';
 
 const DATASET = 'In the beginning God created the heaven and the earth.\n\nAnd God said, Let there be light: and there was light.';
 
@@ -18,9 +18,7 @@ it('opens a share link in a new page, asks first, then sets up the same configur
   const errors: string[] = [];
   page.on('pageerror', (error) => errors.push(error.message));
   await page.goto(app.url);
-  await page.getByTestId('model-select').selectOption('demo');
-  await page.getByTestId('model-load').click({ timeout: 60_000 });
-  await expect.poll(() => page.getByTestId('model-status').textContent(), { timeout: 90_000, interval: 250 }).toContain('ready');
+  await loadDemo(page);
   await page.getByTestId('method-select').selectOption('adapter');
   await page.getByLabel('Reduction factor').fill('4');
   await page.getByTestId('steps-input').fill('7');

@@ -6,7 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { bytesSource, readSafetensorsHeader } from '../../src/io/safetensors.ts';
 import { unbundleAdapter } from '../../src/worker/adapterBundle.ts';
-import { startApp, type App } from './browser.ts';
+import { loadDemo, startApp, type App } from './browser.ts';
 
 const DATASET = [
   'In the beginning God created the heaven and the earth.',
@@ -27,9 +27,7 @@ it('trains LoRA for 3 steps in the worker and downloads the adapter', { timeout:
   const errors: string[] = [];
   page.on('pageerror', (error) => errors.push(error.message));
   await page.goto(app.url);
-  await page.getByTestId('model-select').selectOption('demo');
-  await page.getByTestId('model-load').click({ timeout: 60_000 });
-  await expect.poll(() => page.getByTestId('model-status').textContent(), { timeout: 90_000, interval: 250 }).toContain('ready');
+  await loadDemo(page);
 
   await page.getByTestId('method-select').selectOption('lora');
   await page.getByTestId('dataset-input').fill(DATASET);

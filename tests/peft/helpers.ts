@@ -3,7 +3,6 @@
 
 import { readdirSync, readFileSync } from 'node:fs';
 import { bytesSource, readSafetensors } from '../../src/io/safetensors.ts';
-import type { ModelFileProvider } from '../../src/models/load.ts';
 import type { ModelFixture } from '../models/helpers.ts';
 
 export const PEFT_FIXTURES = new URL('../fixtures/peft/', import.meta.url);
@@ -20,17 +19,8 @@ export function adapterFiles(name: PeftCase): Map<string, Uint8Array> {
   return files;
 }
 
-export function filesProvider(files: Map<string, Uint8Array>, name = 'test adapter'): ModelFileProvider {
-  return {
-    name,
-    list: async () => [...files.keys()].sort(),
-    open: async (file: string) => {
-      const bytes = files.get(file);
-      if (!bytes) throw new Error(`no file ${file}`);
-      return bytesSource(bytes);
-    },
-  };
-}
+/** Files in memory as a ModelFileProvider: the model tests' helper. */
+export { memoryProvider as filesProvider } from '../models/helpers.ts';
 
 export interface PeftGolden {
   fixture: ModelFixture;
