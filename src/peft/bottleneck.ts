@@ -15,8 +15,7 @@
 
 import type { Engine } from '../engine/engine.ts';
 import { ShapeError, shapeText } from '../engine/errors.ts';
-import { gelu, silu } from '../engine/ops/activation.ts';
-import { geluErf, relu } from '../engine/ops/adapterActivation.ts';
+import { gelu, geluErf, relu, silu } from '../engine/ops/activation.ts';
 import { add, scale } from '../engine/ops/arithmetic.ts';
 import { requireDType, requireShape } from '../engine/ops/checks.ts';
 import { dropout } from '../engine/ops/dropout.ts';

@@ -4,7 +4,7 @@
 
 import { readdirSync, readFileSync } from 'node:fs';
 import type { BottleneckNonLinearity } from '../../src/peft/bottleneck.ts';
-import { normalCdfReference } from '../../src/engine/reference/adapterActivation.ts';
+import { normalCdfReference } from '../../src/engine/reference/activation.ts';
 import { bytesSource, readSafetensors } from '../../src/io/safetensors.ts';
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);

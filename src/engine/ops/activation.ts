@@ -1,6 +1,7 @@
 // Elementwise activations (shaders/activation.wgsl): gelu (tanh form, as PyTorch
 // gelu(approximate='tanh') and GPT-2's gelu_new), silu, and the fused Llama MLP product
-// swiglu(gate, up) = silu(gate) · up. Any shape; the output has the input's shape.
+// swiglu(gate, up) = silu(gate) · up; relu and the exact (erf) GELU that transformers calls "gelu"
+// (bottleneck adapters' non-linearities). Any shape; the output has the input's shape.
 
 import { u32 } from '../../gpu/runtime.ts';
 import { grid1d } from '../kernels/grid.ts';
@@ -17,6 +18,16 @@ export function gelu(x: Tensor): Tensor {
 /** x · sigmoid(x). */
 export function silu(x: Tensor): Tensor {
   return unaryActivation('silu', x);
+}
+
+/** max(x, 0); the gradient at 0 is 0. */
+export function relu(x: Tensor): Tensor {
+  return unaryActivation('relu', x);
+}
+
+/** x · Φ(x) = 0.5 · x · (1 + erf(x / √2)), PyTorch's gelu(approximate='none'). */
+export function geluErf(x: Tensor): Tensor {
+  return unaryActivation('gelu_erf', x);
 }
 
 /** silu(gate) · up, one fused kernel each way. */
@@ -41,8 +52,8 @@ export function swiglu(gate: Tensor, up: Tensor): Tensor {
   return out;
 }
 
-function unaryActivation(op: 'gelu' | 'silu', x: Tensor): Tensor {
-  requireDType(op, x, 'f32');
+function unaryActivation(op: 'gelu' | 'silu' | 'relu' | 'gelu_erf', x: Tensor): Tensor {
+  requireDType(op === 'gelu_erf' ? 'geluErf' : op, x, 'f32');
   const engine = x.engine;
   const out = engine.empty(x.shape);
   dispatchActivation(op, [x, undefined, undefined, out]);

@@ -1,13 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { DTypeError } from '../../../src/engine/errors.ts';
-import { geluErf, relu } from '../../../src/engine/ops/adapterActivation.ts';
+import { geluErf, relu } from '../../../src/engine/ops/activation.ts';
 import {
   erfcReference,
   geluErfBackwardReference,
   geluErfReference,
   reluBackwardReference,
   reluReference,
-} from '../../../src/engine/reference/adapterActivation.ts';
+} from '../../../src/engine/reference/activation.ts';
 import { testEngine } from '../../helpers/gpu.ts';
 import { dot, expectClose, numericGradient, randomArray, rng, toF32 } from '../../helpers/numeric.ts';
 
