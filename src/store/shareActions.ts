@@ -5,7 +5,7 @@
 import { parseHubSpec, resolveHubEndpoint } from '../io/sources/hub.ts';
 import { decodeShareConfig, encodeShareConfig, SHARE_PREFIX, type ShareConfig, type ShareMethod } from '../share/shareLink.ts';
 import type { ModelSource } from '../worker/protocol.ts';
-import { demoSource, loadModel } from './actions.ts';
+import { demoSource, loadModel } from './modelActions.ts';
 import { useApp } from './index.ts';
 
 /** Largest dataset fetched from a shared dataset URL, bytes. */

@@ -2,13 +2,15 @@
 // WebGPU the panels give way to a page that explains why and what to do.
 
 import { useApp } from '../store/index.ts';
+import { DataPanel } from './DataPanel.tsx';
 import { DevicePanel } from './DevicePanel.tsx';
 import { DeviceLostBanner, NoWebGpu } from './GpuNotices.tsx';
+import { MethodPanel } from './MethodPanel.tsx';
 import { ModelPanel } from './ModelPanel.tsx';
 import { Playground } from './Playground.tsx';
 import { ShareOffer, SharePanel } from './Share.tsx';
 import { ThemeSwitch } from './ThemeSwitch.tsx';
-import { DataPanel, MethodPanel, TrainPanel } from './Training.tsx';
+import { TrainPanel } from './TrainPanel.tsx';
 
 export function App() {
   const gpuState = useApp((s) => s.gpu.state);

@@ -1,7 +1,7 @@
 // What the user sees when WebGPU is missing (a page in place of the panels) or when the device is lost after
 // it worked (a banner that offers to restart the engine and reload the model).
 
-import { restartEngine } from '../store/actions.ts';
+import { restartEngine } from '../store/engineActions.ts';
 import { useApp } from '../store/index.ts';
 
 export function NoWebGpu() {

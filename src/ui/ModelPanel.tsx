@@ -5,7 +5,7 @@
 
 import { Fragment, useId, useRef, useState, type DragEvent } from 'react';
 import { filesFromDataTransfer } from '../io/sources/browserFiles.ts';
-import { cancelLoad, demoSource, loadModel, unloadModel } from '../store/actions.ts';
+import { cancelLoad, demoSource, loadModel, unloadModel } from '../store/modelActions.ts';
 import { useApp } from '../store/index.ts';
 import type { LoadProgress } from '../store/model.ts';
 import { DEFAULT_HUB_ADDRESS } from '../store/ui.ts';

@@ -2,7 +2,7 @@
 // Ctrl+Enter (⌘+Enter) in the prompt generates. The output box keeps its size, so nothing jumps while it fills.
 
 import { useId, useState } from 'react';
-import { generate, stopGenerating } from '../store/actions.ts';
+import { generate, stopGenerating } from '../store/playgroundActions.ts';
 import { useApp } from '../store/index.ts';
 import type { SamplingSettings, StopReason } from '../worker/protocol.ts';
 

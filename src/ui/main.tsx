@@ -3,7 +3,7 @@
 
 import { StrictMode } from 'react';
 import { createRoot } from 'react-dom/client';
-import { connectEngine, loseDevice, reportNoWebGpu } from '../store/actions.ts';
+import { connectEngine, loseDevice, reportNoWebGpu } from '../store/engineActions.ts';
 import { openShareLink } from '../store/shareActions.ts';
 import { EngineClient } from '../worker/client.ts';
 import { App } from './App.tsx';

@@ -9,7 +9,7 @@
 //                   { v, kind: 'event',  id | null, event }  progress and tokens of call `id`, or news (device lost)
 
 /** Bumped whenever a message changes shape; the worker refuses calls of another version. */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Payloads

@@ -1,0 +1,56 @@
+// Loading and unloading models through the worker, with progress and the memory estimate in the model slice.
+
+import type { ModelSource } from '../worker/protocol.ts';
+import { engine, failureOf, state } from './engineClient.ts';
+import type { ReloadableSource } from './model.ts';
+import { inspectDataset } from './trainingActions.ts';
+
+export function demoSource(): ModelSource {
+  return { kind: 'demo', baseUrl: new URL('demo/', document.baseURI).href };
+}
+
+function reloadableOf(source: ModelSource): ReloadableSource | null {
+  if (source.kind === 'demo') return { kind: 'demo' };
+  if (source.kind === 'hub') return { kind: 'hub', spec: source.spec, ...(source.endpoint ? { endpoint: source.endpoint } : {}) };
+  return null;
+}
+
+export async function loadModel(source: ModelSource, label: string, ignoreBudget = false): Promise<void> {
+  if (state().model.status === 'loading') return;
+  const previous = state().model;
+  const running = engine().start('loadModel', { source, ignoreBudget }, (event) => {
+    if (event.type === 'loadProgress') {
+      const { phase, item, done, total, unit } = event;
+      state().patchModel({ progress: { phase, item, done, total, unit } });
+    } else if (event.type === 'estimate') {
+      state().patchModel({ estimate: event.estimate });
+    }
+  });
+  state().patchModel({ status: 'loading', sourceLabel: label, progress: null, estimate: null, error: null, callId: running.id });
+  try {
+    const summary = await running.result;
+    state().patchModel({ status: 'ready', summary, progress: null, callId: null, reloadable: reloadableOf(source) });
+    state().patchTraining({ attached: null, lossHistory: [], progress: null, outcome: null });
+    if (state().training.dataset) void inspectDataset();
+  } catch (error) {
+    // A load that failed before replacing the model leaves the earlier one loaded; ask the worker which.
+    let summary = previous.summary;
+    try {
+      summary = await engine().call('loadedModel', {});
+    } catch {
+      summary = null;
+    }
+    state().patchModel({ status: summary ? 'ready' : 'none', summary, progress: null, callId: null, error: failureOf(error) });
+  }
+}
+
+export function cancelLoad(): void {
+  const id = state().model.callId;
+  if (id !== null) void engine().call('cancel', { target: id }).catch(() => undefined);
+}
+
+export async function unloadModel(): Promise<void> {
+  await engine().call('unloadModel', {});
+  state().patchModel({ status: 'none', summary: null, error: null, estimate: null });
+  state().patchTraining({ attached: null });
+}

@@ -1,0 +1,44 @@
+// Datasets as the loaded model's tokenizer reads them: parse (text, JSONL text, prompt/completion, chat), tokenize
+// with the loss mask, and summarise for the data panel; bad lines become a list with line numbers, not a failure.
+
+import { DatasetError, parseDataset, requireUsable, tokenizeDataset, type TokenizedDataset } from '../../train/data.ts';
+import { requireLoaded, type LoadedModel } from '../engineState.ts';
+import { BadRequestError } from '../failures.ts';
+import type { DatasetSummary, Payload } from '../protocol.ts';
+
+export function checkSeqLen(seqLen: number, maxPositions: number): void {
+  if (!Number.isSafeInteger(seqLen) || seqLen < 1 || seqLen > maxPositions) throw new BadRequestError(`the sequence length must be an integer in [1, ${maxPositions}], got ${seqLen}`);
+}
+
+export function tokenize(current: LoadedModel, text: string, seqLen: number): TokenizedDataset {
+  if (typeof text !== 'string') throw new BadRequestError('the dataset must be text');
+  checkSeqLen(seqLen, current.model.config.maxPositions);
+  const parsed = parseDataset(text, { fileName: 'the dataset' });
+  return tokenizeDataset(parsed, { tokenizer: current.tokenizer, chatTemplate: current.chatTemplate, maxTokens: seqLen + 1, modelVocabSize: current.model.config.vocabSize });
+}
+
+export async function inspectDataset({ text, seqLen }: Payload<'inspectDataset'>): Promise<DatasetSummary> {
+  const current = requireLoaded();
+  try {
+    const dataset = tokenize(current, text, seqLen);
+    let problem: string | null = null;
+    try {
+      requireUsable(dataset);
+    } catch (error) {
+      problem = (error as Error).message;
+    }
+    const { stats } = dataset;
+    return {
+      format: dataset.format,
+      examples: stats.examples,
+      tokens: stats.tokens,
+      targetTokens: stats.targetTokens,
+      issueCount: dataset.issueCount,
+      issues: dataset.issues.map((i) => ({ line: i.line, message: i.message })),
+      problem,
+    };
+  } catch (error) {
+    if (!(error instanceof DatasetError)) throw error;
+    return { format: '—', examples: 0, tokens: 0, targetTokens: 0, issueCount: error.issues.length, issues: error.issues.map((i) => ({ line: i.line, message: i.message })), problem: error.message };
+  }
+}

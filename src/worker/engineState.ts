@@ -1,0 +1,71 @@
+// What the engine worker holds between calls: the GPU device with its engine, the loaded model with its
+// tokenizer, and the adapter attached to it. One mutable record, shared by the call modules in calls/; only the
+// worker's calls change it, one GPU call at a time (engineWorker.ts queues them).
+
+import type { Engine } from '../engine/engine.ts';
+import type { Tensor } from '../engine/tensor.ts';
+import type { Gpu } from '../gpu/runtime.ts';
+import type { ChatTemplate } from '../io/chatTemplate.ts';
+import type { Tokenizer } from '../io/tokenizer.ts';
+import type { CausalLM } from '../models/model.ts';
+import type { BottleneckModel } from '../peft/bottleneckModel.ts';
+import type { PeftModel } from '../peft/peftModel.ts';
+import { NoModelError } from './failures.ts';
+import type { AttachedMethod, DeviceSummary, EngineEvent, ModelSummary } from './protocol.ts';
+
+export interface Device {
+  gpu: Gpu;
+  engine: Engine;
+  summary: DeviceSummary;
+}
+
+export interface LoadedModel {
+  model: CausalLM;
+  tokenizer: Tokenizer;
+  chatTemplate: ChatTemplate | null;
+  summary: ModelSummary;
+  /** Its linear layers were converted to NF4 in place (QLoRA); only a reload gives the f32 ones back. */
+  quantized: boolean;
+}
+
+/** The adapter attached to the loaded model (its modules live inside the model: LoRA wrappers or residual hooks). */
+export interface Adapted {
+  /** JSON of the settings, to tell whether a train call may keep this adapter. */
+  key: string;
+  peft: PeftModel | null;
+  bottleneck: BottleneckModel | null;
+  params: Tensor[];
+  summary: AttachedMethod;
+}
+
+export const engineState: { device: Device | null; loaded: LoadedModel | null; adapted: Adapted | null } = {
+  device: null,
+  loaded: null,
+  adapted: null,
+};
+
+/** What a running call may use: its id, its cancellation, and its event channel. */
+export interface CallContext {
+  id: number;
+  signal: AbortSignal;
+  emit(event: EngineEvent): void;
+}
+
+export function requireDevice(): Device {
+  const { device } = engineState;
+  if (!device || device.gpu.isLost) throw new NoModelError('the GPU is not ready: start the engine first (init)');
+  return device;
+}
+
+export function requireLoaded(): LoadedModel {
+  requireDevice();
+  if (!engineState.loaded) throw new NoModelError('no model is loaded: load one first');
+  return engineState.loaded;
+}
+
+/** Forget the loaded model (and the adapter inside it), freeing its GPU memory. */
+export function disposeLoaded(): void {
+  engineState.loaded?.model.dispose();
+  engineState.loaded = null;
+  engineState.adapted = null;
+}
