@@ -38,10 +38,17 @@ export interface Adapted {
   summary: AttachedMethod;
 }
 
-export const engineState: { device: Device | null; loaded: LoadedModel | null; adapted: Adapted | null } = {
+/** An exported file the worker keeps for the page to use again (the playground runs the last ONNX export). */
+export interface KeptFile {
+  fileName: string;
+  bytes: Uint8Array;
+}
+
+export const engineState: { device: Device | null; loaded: LoadedModel | null; adapted: Adapted | null; lastOnnx: KeptFile | null } = {
   device: null,
   loaded: null,
   adapted: null,
+  lastOnnx: null,
 };
 
 /** What a running call may use: its id, its cancellation, and its event channel. */
