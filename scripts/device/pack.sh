@@ -14,7 +14,7 @@ cp -r shaders "$out/shaders"
 cp node_modules/webgpu/index.js node_modules/webgpu/package.json "$out/node_modules/webgpu/"
 xz -T0 -c node_modules/webgpu/dist/linux-x64/dawn.node > "$out/node_modules/webgpu/dist/linux-x64/dawn.node.xz"
 xz -T0 -c "$(command -v node)" > "$out/node.xz"
-cp scripts/device/run.sh "$out/run.sh"
+cp scripts/device/run.sh scripts/device/torch_peer_train.py "$out/"
 # The Vulkan loader (libvulkan1) that the device machine may lack, as .deb files to unpack there.
 if [ ! -d .gl ]; then
   mkdir -p .gl /tmp/amd64/partial

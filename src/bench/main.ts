@@ -1,15 +1,25 @@
-// `npm run bench [-- --json] [-- --quick]`: kernel throughput on the device this machine has.
-// Shapes are the ones training uses (SmolLM-135M-like: hidden 576, MLP 1536, LoRA rank 8, 512 tokens),
-// timed as the median of several runs after a warm-up, with GPU timestamps when the adapter has them.
+// `npm run bench [-- --json] [-- --quick] [-- --only matmul,nf4,lora,train]`: kernel throughput and end-to-end
+// training steps on the device this machine has. Shapes are the ones training uses (SmolLM-135M-like: hidden
+// 576, MLP 1536, LoRA rank 8, 512 tokens), kernels timed as the median of several runs after a warm-up, with GPU
+// timestamps when the adapter has them; training steps by wall clock over several steps after warm-up steps.
 
 import { acquireNodeGpu } from '../gpu/node.ts';
 import { Engine } from '../engine/engine.ts';
 import { runMatmulBenchmarks } from './matmulBench.ts';
 import { runLoraBenchmarks } from './loraBench.ts';
 import { runNf4Benchmarks } from './nf4Bench.ts';
+import { runTrainBenchmarks } from './trainBench.ts';
 
 const json = process.argv.includes('--json');
 const quick = process.argv.includes('--quick');
+const onlyAt = process.argv.indexOf('--only');
+const suites = new Set(onlyAt >= 0 ? (process.argv[onlyAt + 1] ?? '').split(',') : ['matmul', 'nf4', 'lora', 'train']);
+for (const suite of suites) {
+  if (!['matmul', 'nf4', 'lora', 'train'].includes(suite)) {
+    process.stderr.write(`bench: unknown suite ${JSON.stringify(suite)}; choose from matmul, nf4, lora, train\n`);
+    process.exit(1);
+  }
+}
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
 const gpu = await acquireNodeGpu();
@@ -22,10 +32,13 @@ const software = gpu.info.software;
 // Training batches of 512 tokens on a real GPU; 64 in quick mode.
 const small = quick || software;
 const tokens = small ? 64 : 512;
-const matmul = await runMatmulBenchmarks(engine, { quick: small, tokens, log });
-const nf4 = await runNf4Benchmarks(engine, { quick: small, tokens, log });
-const lora = await runLoraBenchmarks(engine, { quick: small, log });
-const report = { date: new Date().toISOString(), device, tokens, timing: gpu.info.features.timestampQuery ? 'gpu-timestamps' : 'wall-clock', matmul, nf4, lora };
+// The training steps' utilisation is measured against the best matmul rate of this run (a real-GPU ceiling).
+const matmul = suites.has('matmul') || suites.has('train') ? await runMatmulBenchmarks(engine, { quick: small, tokens, log }) : [];
+const nf4 = suites.has('nf4') ? await runNf4Benchmarks(engine, { quick: small, tokens, log }) : [];
+const lora = suites.has('lora') ? await runLoraBenchmarks(engine, { quick: small, log }) : [];
+const ceilingGflops = matmul.length ? Math.max(...matmul.map((row) => row.gflops)) : null;
+const train = suites.has('train') ? await runTrainBenchmarks(engine, { quick: small, ceilingGflops, log }) : [];
+const report = { date: new Date().toISOString(), device, tokens, timing: gpu.info.features.timestampQuery ? 'gpu-timestamps' : 'wall-clock', matmul, nf4, lora, ceilingGflops, train };
 
 if (json) process.stdout.write(`${JSON.stringify(report)}\n`);
 else {
@@ -40,6 +53,14 @@ else {
   console.log(`\n${'LoRA fwd+bwd (6 products)'.padEnd(34)}${'rank'.padStart(6)}${'LoRA ms'.padStart(10)}${'matmul ms'.padStart(11)}${'speed-up'.padStart(10)}`);
   for (const row of lora) {
     console.log(`${`${row.tokens}×${row.inFeatures}→${row.outFeatures}`.padEnd(34)}${String(row.rank).padStart(6)}${row.loraMs.toFixed(3).padStart(10)}${row.matmulMs.toFixed(3).padStart(11)}${row.speedup.toFixed(2).padStart(10)}`);
+  }
+  const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(1);
+  console.log(`\n${'training step'.padEnd(34)}${'ms/step'.padStart(10)}${'tokens/s'.padStart(10)}${'MFU'.padStart(7)}${'submits'.padStart(9)}${'passes'.padStart(8)}${'peak MiB (frozen/quant/adapter/grad/opt/act)'.padStart(48)}`);
+  for (const row of train) {
+    const m = row.peakMemory;
+    const parts = [m.frozenWeights, m.quantState, m.adapters, m.gradients, m.optimizerState, m.activations].map(mib).join('/');
+    const mfu = row.mfu === null ? '—' : `${(100 * row.mfu).toFixed(0)}%`;
+    console.log(`${`${row.method} ${row.batch}×${row.seqLen} ${row.model}`.padEnd(34)}${row.msPerStep.toFixed(1).padStart(10)}${row.tokensPerSecond.toFixed(0).padStart(10)}${mfu.padStart(7)}${String(row.perStep.submits).padStart(9)}${String(row.perStep.passes).padStart(8)}${`${mib(m.total)} (${parts})`.padStart(48)}`);
   }
 }
 gpu.destroy();

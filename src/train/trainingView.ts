@@ -1,17 +1,18 @@
 // A model with adapters attached, as the Trainer sees it: the model's forward passes, the adapter tensors
 // as the only trainable parameters, and the dropout state handed to the adapters. It also records the
-// peak of live GPU memory, sampled after each forward (when the activations are alive). The view does
+// peak of live GPU memory by category, sampled after each forward (when the activations are alive). The view does
 // not own the model: dispose() leaves it to its owner.
 
 import type { Engine } from '../engine/engine.ts';
+import { emptyMemoryReport, type MemoryReport } from '../engine/memory.ts';
 import type { Tensor } from '../engine/tensor.ts';
 import type { ModelConfig } from '../models/config.ts';
 import type { CausalLM, ForwardOptions } from '../models/model.ts';
 import type { TrainableModel, TrainingState } from './trainer.ts';
 
 export class AdapterTrainingView implements TrainableModel {
-  /** Largest engine.memory().total seen after a forward or a sample() call. */
-  peakBytes = 0;
+  /** engine.memory() at the largest total seen after a forward or a sample() call. */
+  peakMemory: MemoryReport = emptyMemoryReport();
 
   constructor(
     private readonly model: CausalLM,
@@ -27,8 +28,13 @@ export class AdapterTrainingView implements TrainableModel {
     return this.model.engine;
   }
 
+  get peakBytes(): number {
+    return this.peakMemory.total;
+  }
+
   sample(): void {
-    this.peakBytes = Math.max(this.peakBytes, this.model.engine.memory().total);
+    const now = this.model.engine.memory();
+    if (now.total > this.peakMemory.total) this.peakMemory = now;
   }
 
   trainableParameters(): Tensor[] {
