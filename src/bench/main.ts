@@ -1,11 +1,13 @@
-// `npm run bench [-- --json] [-- --quick] [-- --only matmul,nf4,lora,train]`: kernel throughput and end-to-end
-// training steps on the device this machine has. Shapes are the ones training uses (SmolLM-135M-like: hidden
-// 576, MLP 1536, LoRA rank 8, 512 tokens), kernels timed as the median of several runs after a warm-up, with GPU
-// timestamps when the adapter has them; training steps by wall clock over several steps after warm-up steps.
+// `npm run bench [-- --json] [-- --quick] [-- --only matmul,nf4,lora,attention,train]`: kernel throughput and
+// end-to-end training steps on the device this machine has. Shapes are the ones training uses (SmolLM-135M-like:
+// hidden 576, MLP 1536, LoRA rank 8, 9/3 attention heads of 64, 512 tokens), kernels timed as the median of
+// several runs after a warm-up, with GPU timestamps when the adapter has them; training steps by wall clock over
+// several steps after warm-up steps.
 
 import { acquireNodeGpu } from '../gpu/node.ts';
 import { Engine } from '../engine/engine.ts';
 import { runMatmulBenchmarks } from './matmulBench.ts';
+import { runAttentionBenchmarks } from './attentionBench.ts';
 import { runLoraBenchmarks } from './loraBench.ts';
 import { runNf4Benchmarks } from './nf4Bench.ts';
 import { runTrainBenchmarks } from './trainBench.ts';
@@ -13,10 +15,11 @@ import { runTrainBenchmarks } from './trainBench.ts';
 const json = process.argv.includes('--json');
 const quick = process.argv.includes('--quick');
 const onlyAt = process.argv.indexOf('--only');
-const suites = new Set(onlyAt >= 0 ? (process.argv[onlyAt + 1] ?? '').split(',') : ['matmul', 'nf4', 'lora', 'train']);
+const SUITES = ['matmul', 'nf4', 'lora', 'attention', 'train'];
+const suites = new Set(onlyAt >= 0 ? (process.argv[onlyAt + 1] ?? '').split(',') : SUITES);
 for (const suite of suites) {
-  if (!['matmul', 'nf4', 'lora', 'train'].includes(suite)) {
-    process.stderr.write(`bench: unknown suite ${JSON.stringify(suite)}; choose from matmul, nf4, lora, train\n`);
+  if (!SUITES.includes(suite)) {
+    process.stderr.write(`bench: unknown suite ${JSON.stringify(suite)}; choose from ${SUITES.join(', ')}\n`);
     process.exit(1);
   }
 }
@@ -36,9 +39,10 @@ const tokens = small ? 64 : 512;
 const matmul = suites.has('matmul') || suites.has('train') ? await runMatmulBenchmarks(engine, { quick: small, tokens, log }) : [];
 const nf4 = suites.has('nf4') ? await runNf4Benchmarks(engine, { quick: small, tokens, log }) : [];
 const lora = suites.has('lora') ? await runLoraBenchmarks(engine, { quick: small, log }) : [];
+const attention = suites.has('attention') ? await runAttentionBenchmarks(engine, { quick: small, tokens, log }) : [];
 const ceilingGflops = matmul.length ? Math.max(...matmul.map((row) => row.gflops)) : null;
 const train = suites.has('train') ? await runTrainBenchmarks(engine, { quick: small, ceilingGflops, log }) : [];
-const report = { date: new Date().toISOString(), device, tokens, timing: gpu.info.features.timestampQuery ? 'gpu-timestamps' : 'wall-clock', matmul, nf4, lora, ceilingGflops, train };
+const report = { date: new Date().toISOString(), device, tokens, timing: gpu.info.features.timestampQuery ? 'gpu-timestamps' : 'wall-clock', matmul, nf4, lora, attention, ceilingGflops, train };
 
 if (json) process.stdout.write(`${JSON.stringify(report)}\n`);
 else {
@@ -53,6 +57,11 @@ else {
   console.log(`\n${'LoRA fwd+bwd (6 products)'.padEnd(34)}${'rank'.padStart(6)}${'LoRA ms'.padStart(10)}${'matmul ms'.padStart(11)}${'speed-up'.padStart(10)}`);
   for (const row of lora) {
     console.log(`${`${row.tokens}×${row.inFeatures}→${row.outFeatures}`.padEnd(34)}${String(row.rank).padStart(6)}${row.loraMs.toFixed(3).padStart(10)}${row.matmulMs.toFixed(3).padStart(11)}${row.speedup.toFixed(2).padStart(10)}`);
+  }
+  console.log(`\n${'attention (B×T, heads/kv heads, D)'.padEnd(34)}${'fwd ms'.padStart(10)}${'GFLOP/s'.padStart(10)}${'fwd+bwd ms'.padStart(12)}${'GFLOP/s'.padStart(10)}`);
+  for (const row of attention) {
+    const name = `${row.kernel}${row.chosen ? '*' : ''} ${row.B}×${row.T}, ${row.H}/${row.KVH}, ${row.D}`;
+    console.log(`${name.padEnd(34)}${row.forwardMs.toFixed(3).padStart(10)}${row.forwardGflops.toFixed(2).padStart(10)}${row.trainMs.toFixed(3).padStart(12)}${row.trainGflops.toFixed(2).padStart(10)}`);
   }
   const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(1);
   console.log(`\n${'training step'.padEnd(34)}${'ms/step'.padStart(10)}${'tokens/s'.padStart(10)}${'MFU'.padStart(7)}${'submits'.padStart(9)}${'passes'.padStart(8)}${'peak MiB (frozen/quant/adapter/grad/opt/act)'.padStart(48)}`);

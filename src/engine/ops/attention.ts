@@ -2,9 +2,9 @@
 // q is [B, T, H, D]; k and v are [B, S, KVH, D] with H a multiple of KVH (query head h reads kv head
 // h / (H / KVH)): MHA when KVH = H, GQA in between, MQA when KVH = 1. These are the q/k/v projection
 // outputs reshaped, so callers need no transposes. out is [B, T, H, D].
-// Flash-attention style (shaders/attention.wgsl): one pass over keys with an online softmax; only
-// per-row softmax statistics [B, H, T, 2] (max score and log of the sum, which add up to the
-// log-sum-exp) are kept for backward, which recomputes the probabilities.
+// Flash-attention style: one pass over keys with an online softmax; only per-row softmax statistics
+// [B, H, T, 2] (max score and log of the sum, which add up to the log-sum-exp) are kept for backward,
+// which recomputes the probabilities. Two kernel sets compute it (see AttentionKernel).
 // Memory is O(B·T·H·D + B·S·KVH·D); no [T, S] score matrix exists at any point.
 
 import { f32, u32, type KernelSpec } from '../../gpu/runtime.ts';
@@ -25,12 +25,48 @@ export interface AttentionOptions {
    * preallocated to S positions hold unused rows after position kvOffset + T − 1; they are never read.
    */
   kvOffset?: number;
+  /** Which kernel set runs forward and backward; default chooseAttentionKernel(the adapter). For tests and benchmarks. */
+  kernel?: AttentionKernel;
+}
+
+/**
+ * 'tiled' (shaders/attention_tiled.wgsl): FlashAttention-2 style, workgroups of 128 threads sharing
+ * score tiles and (row, d) outputs, for real GPUs. 'direct' (shaders/attention.wgsl): one thread per
+ * query or key row with fewer barriers, for software adapters, where every barrier is a context
+ * switch per invocation; on an H200 it ran at ~0.18 TFLOP/s (72 workgroups for SmolLM2's shape).
+ * Both compute each score with the same operations in the same order and keep the same row statistics.
+ */
+export type AttentionKernel = 'tiled' | 'direct';
+
+export function chooseAttentionKernel(softwareAdapter: boolean): AttentionKernel {
+  return softwareAdapter ? 'direct' : 'tiled';
 }
 
 /** The largest head dim the kernels hold in registers (MAX_HEAD_DIM in the shader). */
 export const MAX_ATTENTION_HEAD_DIM = 128;
 
+/** Rows per workgroup of the direct kernels (ROWS_PER_GROUP in attention.wgsl). */
 const ROWS_PER_GROUP = 64;
+
+/** Tile heights of the tiled kernels, per kernel: query rows and keys (block_rows, block_keys). */
+interface TiledBlocks {
+  forward: { rows: number; keys: number };
+  query: { rows: number; keys: number };
+  keyValue: { rows: number; keys: number };
+}
+
+/**
+ * Halved above D = 64 so that each kernel's workgroup arrays (sized for these tiles in
+ * attention_tiled.wgsl) stay within 16 KiB; the shader's register blocks assume exactly these.
+ */
+function tiledBlocks(D: number): TiledBlocks {
+  const wide = D > 64;
+  return {
+    forward: { rows: wide ? 8 : 16, keys: wide ? 16 : 32 },
+    query: { rows: wide ? 4 : 8, keys: wide ? 8 : 16 },
+    keyValue: { rows: wide ? 8 : 16, keys: wide ? 4 : 8 },
+  };
+}
 
 interface AttentionDims {
   B: number;
@@ -42,9 +78,11 @@ interface AttentionDims {
   scale: number;
   causal: boolean;
   kvOffset: number;
+  kernel: AttentionKernel;
 }
 
-const kernel = (entryPoint: string): KernelSpec => ({ shader: 'attention', entryPoint });
+const direct = (entryPoint: string): KernelSpec => ({ shader: 'attention', entryPoint });
+const tiled = (entryPoint: string): KernelSpec => ({ shader: 'attention_tiled', entryPoint });
 
 export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = {}): Tensor {
   for (const tensor of [q, k, v]) requireDType('attention', tensor, 'f32');
@@ -54,11 +92,17 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOpt
   // Saved for backward; written in any case because the forward kernel always produces it.
   const rowStats = engine.empty([dims.B, dims.H, dims.T, 2]);
   if (out.size > 0) {
-    engine.gpu.dispatch(kernel('attentionForward'), {
-      params: attentionParams(dims),
-      bindings: [q.binding, k.binding, v.binding, out.binding, rowStats.binding],
-      workgroups: queryGrid(dims),
-    });
+    const bindings = [q.binding, k.binding, v.binding, out.binding, rowStats.binding];
+    if (dims.kernel === 'tiled') {
+      const block = tiledBlocks(dims.D).forward;
+      engine.gpu.dispatch(tiled('attentionForwardTiled'), {
+        params: tiledParams(dims, block),
+        bindings,
+        workgroups: tiledQueryGrid(dims, block.rows),
+      });
+    } else {
+      engine.gpu.dispatch(direct('attentionForward'), { params: attentionParams(dims), bindings, workgroups: queryGrid(dims) });
+    }
   }
 
   if (engine.needsGrad([q, k, v])) {
@@ -99,10 +143,15 @@ function attentionDims(q: Tensor, k: Tensor, v: Tensor, options: AttentionOption
   const scale = options.scale ?? 1 / Math.sqrt(D);
   if (!Number.isFinite(scale)) throw new EngineError(`attention: scale ${scale} is not finite`);
 
+  const kernel = options.kernel ?? chooseAttentionKernel(q.engine.gpu.info.software);
   const maxGroups = q.engine.gpu.info.limits.maxComputeWorkgroupsPerDimension;
-  const widest = Math.max(Math.ceil((T * (H / KVH)) / ROWS_PER_GROUP), Math.ceil(S / ROWS_PER_GROUP), KVH, B);
+  // The smallest tiles set the widest grids.
+  const blocks = tiledBlocks(D);
+  const [queryRows, keyRows] =
+    kernel === 'tiled' ? [Math.min(blocks.forward.rows, blocks.query.rows), blocks.keyValue.keys] : [ROWS_PER_GROUP, ROWS_PER_GROUP];
+  const widest = Math.max(Math.ceil((T * (H / KVH)) / queryRows), Math.ceil(S / keyRows), KVH, B);
   if (widest > maxGroups) throw fail(`the grid needs ${widest} workgroups in one dimension; the device allows ${maxGroups}`);
-  return { B, T, S, H, KVH, D, scale, causal, kvOffset };
+  return { B, T, S, H, KVH, D, scale, causal, kvOffset, kernel };
 }
 
 function attentionParams(d: AttentionDims) {
@@ -122,6 +171,27 @@ function attentionParams(d: AttentionDims) {
 /** One thread per query row (t, query head of the group), per (kv head, batch). */
 function queryGrid(d: AttentionDims): [number, number, number] {
   return [Math.ceil((d.T * (d.H / d.KVH)) / ROWS_PER_GROUP), d.KVH, d.B];
+}
+
+/** The Params struct of attention_tiled.wgsl. */
+function tiledParams(d: AttentionDims, block: { rows: number; keys: number }) {
+  return [
+    u32(d.T),
+    u32(d.S),
+    u32(d.H),
+    u32(d.KVH),
+    u32(d.D),
+    f32(d.scale),
+    u32(d.causal ? 1 : 0),
+    u32(d.causal ? d.kvOffset : 0),
+    u32(block.rows),
+    u32(block.keys),
+  ];
+}
+
+/** A workgroup per `rows` flattened query rows (t, query head of the group), per (kv head, batch). */
+function tiledQueryGrid(d: AttentionDims, rows: number): [number, number, number] {
+  return [Math.ceil((d.T * (d.H / d.KVH)) / rows), d.KVH, d.B];
 }
 
 function attentionBackward(
@@ -148,25 +218,40 @@ function attentionBackward(
     if (dV) fill(dV, 0);
   } else {
     const delta = engine.empty([dims.B, dims.H, dims.T]);
-    gpu.dispatch(kernel('attentionBackwardDelta'), {
+    gpu.dispatch(direct('attentionBackwardDelta'), {
       params,
       bindings: [undefined, undefined, undefined, out.binding, undefined, dOut.binding, delta.binding],
       workgroups: grid1d(rows, ROWS_PER_GROUP),
     });
     const shared = [q.binding, k.binding, v.binding, undefined, rowStats.binding, dOut.binding, delta.binding];
+    const blocks = tiledBlocks(dims.D);
     if (dQ) {
-      gpu.dispatch(kernel('attentionBackwardQuery'), {
-        params,
-        bindings: [...shared, dQ.binding],
-        workgroups: queryGrid(dims),
-      });
+      const bindings = [...shared, dQ.binding];
+      if (dims.kernel === 'tiled') {
+        gpu.dispatch(tiled('attentionBackwardQueryTiled'), {
+          params: tiledParams(dims, blocks.query),
+          bindings,
+          workgroups: tiledQueryGrid(dims, blocks.query.rows),
+        });
+      } else {
+        gpu.dispatch(direct('attentionBackwardQuery'), { params, bindings, workgroups: queryGrid(dims) });
+      }
     }
     if (dK && dV) {
-      gpu.dispatch(kernel('attentionBackwardKeyValue'), {
-        params,
-        bindings: [...shared, undefined, dK.binding, dV.binding],
-        workgroups: [Math.ceil(dims.S / ROWS_PER_GROUP), dims.KVH, dims.B],
-      });
+      const bindings = [...shared, undefined, dK.binding, dV.binding];
+      if (dims.kernel === 'tiled') {
+        gpu.dispatch(tiled('attentionBackwardKeyValueTiled'), {
+          params: tiledParams(dims, blocks.keyValue),
+          bindings,
+          workgroups: [Math.ceil(dims.S / blocks.keyValue.keys), dims.KVH, dims.B],
+        });
+      } else {
+        gpu.dispatch(direct('attentionBackwardKeyValue'), {
+          params,
+          bindings,
+          workgroups: [Math.ceil(dims.S / ROWS_PER_GROUP), dims.KVH, dims.B],
+        });
+      }
     }
     delta.dispose();
   }

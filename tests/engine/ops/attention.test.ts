@@ -1,6 +1,6 @@
 import { describe, expect, it, vi } from 'vitest';
 import { DTypeError, ShapeError } from '../../../src/engine/errors.ts';
-import { attention, type AttentionOptions } from '../../../src/engine/ops/attention.ts';
+import { attention, chooseAttentionKernel, type AttentionKernel, type AttentionOptions } from '../../../src/engine/ops/attention.ts';
 import {
   attentionBackwardReference,
   attentionReference,
@@ -51,20 +51,27 @@ function note(what: string, actual: ArrayLike<number>, expected: ArrayLike<numbe
 async function checkAgainstReference(c: Case, seed: number, scoreScale = 1, tag = '', scoreGradTolerance = 1e-4) {
   const d = dimsOf(c);
   const data = inputs(d, seed, scoreScale);
-  await engine.scope(async () => {
+  const results = await runOnGpu(c, data);
+  const expected = attentionReference(data.q, data.k, data.v, d);
+  note(`${tag}out`, results.out, expected.out, 1e-4);
+  const grads = attentionBackwardReference(data.q, data.k, data.v, data.dOut, d);
+  note(`${tag}dQ`, results.dQ, grads.dQ, scoreGradTolerance);
+  note(`${tag}dK`, results.dK, grads.dK, scoreGradTolerance);
+  note(`${tag}dV`, results.dV, grads.dV, 1e-4);
+  return results;
+}
+
+/** Forward and all three gradients on the GPU, with the kernel set c.options picks. */
+async function runOnGpu(c: Case, data: ReturnType<typeof inputs>) {
+  const d = dimsOf(c);
+  return engine.scope(async () => {
     const q = engine.tensor(toF32(data.q), [d.B, d.T, d.H, d.D], { requiresGrad: true });
     const k = engine.tensor(toF32(data.k), [d.B, d.S, d.KVH, d.D], { requiresGrad: true });
     const v = engine.tensor(toF32(data.v), [d.B, d.S, d.KVH, d.D], { requiresGrad: true });
     const out = attention(q, k, v, c.options);
     expect(out.shape).toEqual([d.B, d.T, d.H, d.D]);
-    const expected = attentionReference(data.q, data.k, data.v, d);
-    note(`${tag}out`, await out.read(), expected.out, 1e-4);
-
     engine.backward(out, engine.tensor(toF32(data.dOut), out.shape));
-    const grads = attentionBackwardReference(data.q, data.k, data.v, data.dOut, d);
-    note(`${tag}dQ`, await q.grad!.read(), grads.dQ, scoreGradTolerance);
-    note(`${tag}dK`, await k.grad!.read(), grads.dK, scoreGradTolerance);
-    note(`${tag}dV`, await v.grad!.read(), grads.dV, 1e-4);
+    return { out: await out.read(), dQ: await q.grad!.read(), dK: await k.grad!.read(), dV: await v.grad!.read() };
   });
 }
 
@@ -83,6 +90,26 @@ const cases: Case[] = [
   { B: 2, T: 5, S: 7, H: 4, KVH: 2, D: 8, options: { causal: false } },
   { B: 1, T: 6, S: 11, H: 4, KVH: 2, D: 5, options: { kvOffset: 2, scale: 0.7 } }, // cache rows 8..10 unused
 ];
+
+/**
+ * Shapes for the tiled kernels (query rows × keys per tile: forward 16 × 32, dQ 8 × 16, dK/dV 16 × 8
+ * up to D = 64, half each above): flattened query rows T·G and keys S off the tile sizes, one row,
+ * KV-cache offsets, G = 1 and G > 1, D from 1 to 128 across the D = 64 switch. Tiny: each barrier is
+ * slow on SwiftShader.
+ */
+const tiledCases: Case[] = [
+  { B: 1, T: 1, S: 1, H: 1, KVH: 1, D: 1 },
+  { B: 2, T: 7, S: 7, H: 3, KVH: 1, D: 8 }, // 21 rows per kv head: two forward blocks, three dQ blocks
+  { B: 1, T: 19, S: 19, H: 2, KVH: 2, D: 24 }, // G = 1, S off every tile size
+  { B: 1, T: 1, S: 21, H: 4, KVH: 2, D: 64 }, // generation with a KV cache
+  { B: 1, T: 5, S: 37, H: 2, KVH: 1, D: 64, options: { kvOffset: 20, scale: 0.4 } }, // cache rows 25..36 unused
+  { B: 1, T: 18, S: 18, H: 2, KVH: 1, D: 65 }, // the wide tiles at their smallest D
+  { B: 2, T: 6, S: 11, H: 4, KVH: 2, D: 128, options: { causal: false } },
+  { B: 1, T: 9, S: 9, H: 2, KVH: 1, D: 128 },
+  { B: 1, T: 4, S: 35, H: 3, KVH: 3, D: 7, options: { causal: false } },
+];
+
+const withKernel = (c: Case, kernel: AttentionKernel): Case => ({ ...c, options: { ...c.options, kernel } });
 
 describe('attention', () => {
   it.each(cases)('GPU forward and backward match the float64 reference: %o', async (c) => {
@@ -200,6 +227,58 @@ describe('attention', () => {
     } finally {
       allocate.mockRestore();
     }
+  });
+
+  it('picks the tiled kernels for real GPUs and the direct ones for software adapters', () => {
+    expect(chooseAttentionKernel(false)).toBe('tiled');
+    expect(chooseAttentionKernel(true)).toBe('direct');
+  });
+
+  it.each(tiledCases)('tiled kernels: forward and backward match the float64 reference, and the direct kernels: %o', async (c) => {
+    const seed = c.B * 7919 + c.T * 97 + c.S * 11 + c.KVH * 5 + c.D;
+    const kernels: Record<AttentionKernel, Awaited<ReturnType<typeof runOnGpu>>> = {
+      tiled: await checkAgainstReference(withKernel(c, 'tiled'), seed, 1, 'tiled '),
+      direct: await runOnGpu(withKernel(c, 'direct'), inputs(dimsOf(c), seed)),
+    };
+    for (const what of ['out', 'dQ', 'dK', 'dV'] as const) {
+      note(`tiled vs direct ${what}`, kernels.tiled[what], kernels.direct[what], 1e-5);
+    }
+  });
+
+  it('tiled kernels stay accurate for large scores (q, k ×30), never read unused cache rows, and are deterministic', async () => {
+    // The direct kernels' large-score cases and budgets (test above), over several key tiles here.
+    for (const c of [
+      { B: 1, T: 17, S: 17, H: 4, KVH: 2, D: 16 },
+      { B: 1, T: 9, S: 70, H: 2, KVH: 1, D: 64 },
+    ]) {
+      await checkAgainstReference(withKernel(c, 'tiled'), 99 + c.S, 30, `tiled large scores D=${c.D} `, 1e-3);
+    }
+
+    const c = withKernel({ B: 1, T: 4, S: 37, H: 3, KVH: 1, D: 8, options: { kvOffset: 2 } }, 'tiled');
+    const d = dimsOf(c);
+    const data = inputs(d, 31);
+    const valid = (2 + 4) * d.KVH * d.D;
+    const poisoned = (values: Float64Array) => toF32(values.map((x, i) => (i < valid ? x : Number.NaN)));
+    const runs: Float32Array[] = [];
+    for (let run = 0; run < 2; run++) {
+      await engine.scope(async () => {
+        const q = engine.tensor(toF32(data.q), [1, 4, 3, 8], { requiresGrad: true });
+        const k = engine.tensor(poisoned(data.k), [1, 37, 1, 8], { requiresGrad: true });
+        const v = engine.tensor(poisoned(data.v), [1, 37, 1, 8], { requiresGrad: true });
+        const out = attention(q, k, v, c.options);
+        note('tiled cache out', await out.read(), attentionReference(data.q, data.k, data.v, d).out, 1e-4);
+        engine.backward(out, engine.tensor(toF32(data.dOut), out.shape));
+        const grads = attentionBackwardReference(data.q, data.k, data.v, data.dOut, d);
+        note('tiled cache dQ', await q.grad!.read(), grads.dQ, 1e-4);
+        // Cache rows past the last query's position get no gradient; the poisoned rows stay out of the valid ones.
+        const dK = (await k.grad!.read()) as Float32Array;
+        note('tiled cache dK', dK.slice(0, valid), grads.dK.slice(0, valid), 1e-4);
+        expect(Array.from(dK.slice(valid)).every((x) => x === 0)).toBe(true);
+        note('tiled cache dV', ((await v.grad!.read()) as Float32Array).slice(0, valid), grads.dV.slice(0, valid), 1e-4);
+        runs.push(dK);
+      });
+    }
+    expect(Array.from(runs[1])).toEqual(Array.from(runs[0]));
   });
 
   it('rejects mismatched shapes with a ShapeError naming the shapes', () => {
