@@ -1,10 +1,13 @@
 // A merged model as a Hugging Face model directory: config.json, the tokenizer files, model.safetensors.
-// The model given here is a plain CausalLM whose LoRA update is already folded into its weights
-// (PeftModel.mergeAndUnload()); this module turns it into the tensors and files to write:
+// The merge happens on the host, tensor by tensor, while the model and its adapter stay exactly as they are:
+// merging in place and unmerging after would leave the f32 weights changed by rounding (W + sBA − sBA ≠ W), and
+// training or generating after an export must compute what it computed before. This module gives:
 //   - the tensors of the base checkpoint, under the checkpoint's own names (its WeightPlan: GPT-2 files without
 //     `transformer.` keep their bare names), as F32, in the layout the checkpoint stores (GPT-2's Conv1D
-//     [in, out] stays [in, out]); a layer still in 4 bits (a QLoRA base layer the adapter did not target) is
-//     written dequantized, exactly the function the adapter was trained against;
+//     [in, out] stays [in, out]); a LoRA-wrapped linear's weight is W + s · B A (A [r, IN], B [OUT, r], s the
+//     adapter's scaling), accumulated in f64 and rounded once; a 4-bit (QLoRA) base contributes dequant(W),
+//     exactly the function the adapter was trained against, and a 4-bit layer without an adapter is written
+//     dequantized;
 //   - config.json without `quantization_config` and with torch_dtype float32 (the weights are f32);
 //   - the tokenizer and generation files copied unchanged when present.
 // Bottleneck adapters have no merged form (their non-linearity cannot be folded into a weight).
@@ -16,6 +19,7 @@ import { dequantize4bit } from '../quant/quantize.ts';
 import type { ModelFileProvider } from '../models/load.ts';
 import type { CausalLM } from '../models/model.ts';
 import type { WeightPlan } from '../models/weights.ts';
+import { DenseLinear, type Linear } from '../models/linear.ts';
 import { Linear4bitModule, transpose } from './linear4bitModule.ts';
 import { LoraLinear } from './loraLinear.ts';
 
@@ -27,34 +31,29 @@ export const MERGED_COPIED_FILES = ['tokenizer.json', 'tokenizer_config.json', '
 /** The model still holds adapters, or a planned tensor has no counterpart in it. */
 export class MergedExportError extends FormatError {}
 
+/** Progress of the read-back, one call per tensor. */
+export type MergeProgress = (tensor: string, done: number, total: number) => void;
+
 /**
- * The tensors of model.safetensors: every tensor of `plan` (the base checkpoint's, in its order) under its file
- * name, read back from the GPU as F32. Refuses a model that still has LoRA modules (merge and unload first).
+ * The merged model's tensors by state-dict name, in plan order, in the checkpoint's layouts, f32. Reads the
+ * model without changing anything in it.
  */
-export async function mergedModelTensors(model: CausalLM, plan: WeightPlan): Promise<SafetensorsTensorInput[]> {
+export async function mergedWeights(model: CausalLM, plan: WeightPlan, onProgress?: MergeProgress): Promise<Map<string, Float32Array>> {
   const parameters = model.parameters();
-  const quantized = new Map<string, Linear4bitModule>();
-  for (const [path, module] of model.linears().entries()) {
-    if (module instanceof LoraLinear) {
-      throw new MergedExportError(MERGED_WEIGHTS_FILE, `linear ${quoteName(path)} still carries LoRA adapters: merge and unload them first`, { tensor: `${path}.weight` });
-    }
-    if (module instanceof Linear4bitModule) quantized.set(`${path}.weight`, module);
-  }
-  const gpt2 = model.config.family === 'gpt2';
-  const tensors: SafetensorsTensorInput[] = [];
-  for (const planned of plan.tensors) {
+  const linearByWeight = new Map<string, Linear>();
+  for (const [path, module] of model.linears().entries()) linearByWeight.set(`${path}.weight`, module);
+  const storedInOut = model.config.family === 'gpt2'; // Conv1D checkpoints store [IN, OUT]
+  const weights = new Map<string, Float32Array>();
+  for (const [index, planned] of plan.tensors.entries()) {
+    const linear = linearByWeight.get(planned.name);
     let data: Float32Array;
-    const tensor = parameters.get(planned.name);
-    const fourBit = quantized.get(planned.name);
-    if (tensor) {
-      if (tensor.dtype !== 'f32') throw new MergedExportError(MERGED_WEIGHTS_FILE, `tensor ${quoteName(planned.name)} is ${tensor.dtype}, not f32`, { tensor: planned.fileName });
-      data = Float32Array.from((await tensor.read()) as Float32Array);
-    } else if (fourBit) {
-      // dequant(W) is [OUT, IN]; GPT-2's Conv1D checkpoint stores [IN, OUT].
-      const values = dequantize4bit(await downloadQuantState(fourBit.weight));
-      data = gpt2 ? transpose(values, fourBit.outFeatures, fourBit.inFeatures) : values;
+    if (linear !== undefined) {
+      data = await mergedLinearWeight(linear, storedInOut);
     } else {
-      throw new MergedExportError(MERGED_WEIGHTS_FILE, `the model has no tensor ${quoteName(planned.name)} that the base checkpoint holds`, { tensor: planned.fileName });
+      const tensor = parameters.get(planned.name);
+      if (!tensor) throw new MergedExportError(MERGED_WEIGHTS_FILE, `the model has no tensor ${quoteName(planned.name)} that the base checkpoint holds`, { tensor: planned.fileName });
+      if (tensor.dtype !== 'f32') throw new MergedExportError(MERGED_WEIGHTS_FILE, `tensor ${quoteName(planned.name)} is ${tensor.dtype}, not f32`, { tensor: planned.fileName });
+      data = (await tensor.read()) as Float32Array;
     }
     const elements = planned.shape.reduce((a, b) => a * b, 1);
     if (data.length !== elements) {
@@ -64,9 +63,62 @@ export async function mergedModelTensors(model: CausalLM, plan: WeightPlan): Pro
     if (bad >= 0) {
       throw new MergedExportError(MERGED_WEIGHTS_FILE, `tensor ${quoteName(planned.fileName)} holds ${data[bad]} at element ${bad}: refusing to write a non-finite model`, { tensor: planned.fileName });
     }
-    tensors.push({ name: planned.fileName, dtype: 'F32', shape: [...planned.shape], data });
+    weights.set(planned.name, data);
+    onProgress?.(planned.name, index + 1, plan.tensors.length);
   }
-  return tensors;
+  return weights;
+}
+
+/** A linear's weight in the checkpoint's layout ([IN, OUT] when `storedInOut`, else [OUT, IN]), its LoRA update added. */
+async function mergedLinearWeight(linear: Linear, storedInOut: boolean): Promise<Float32Array> {
+  const lora = linear instanceof LoraLinear ? linear : null;
+  const base = lora ? lora.base : linear;
+  let values: Float32Array;
+  if (base instanceof DenseLinear) {
+    if (base.fanInFanOut !== storedInOut) throw new MergedExportError(MERGED_WEIGHTS_FILE, `linear ${quoteName(base.path)} is not in its checkpoint's layout`, { tensor: `${base.path}.weight` });
+    values = (await base.weight.read()) as Float32Array;
+  } else if (base instanceof Linear4bitModule) {
+    const outIn = dequantize4bit(await downloadQuantState(base.weight)); // [OUT, IN]
+    values = storedInOut ? transpose(outIn, base.outFeatures, base.inFeatures) : outIn;
+  } else {
+    throw new MergedExportError(MERGED_WEIGHTS_FILE, `linear ${quoteName(linear.path)} is a ${base.constructor.name}, which has no weight to export`, { tensor: `${linear.path}.weight` });
+  }
+  // An adapter merged in place already sits in the base weight.
+  const name = lora && lora.mergedAdapter === null ? lora.activeAdapter : null;
+  const adapter = name === null ? undefined : lora!.adapters.get(name);
+  if (adapter) {
+    const A = (await adapter.A.read()) as Float32Array;
+    const B = (await adapter.B.read()) as Float32Array;
+    addLoraUpdate(values, A, B, adapter.scaling, adapter.r, linear.inFeatures, linear.outFeatures, storedInOut);
+  }
+  return values;
+}
+
+/**
+ * W += s · B A in place, W [OUT, IN] (or [IN, OUT] when `inOut`), A [r, IN], B [OUT, r]; each output row's
+ * update is accumulated in f64 and added with one rounding.
+ */
+export function addLoraUpdate(W: Float32Array, A: Float32Array, B: Float32Array, scaling: number, r: number, inFeatures: number, outFeatures: number, inOut: boolean): void {
+  if (W.length !== inFeatures * outFeatures || A.length !== r * inFeatures || B.length !== outFeatures * r) {
+    throw new RangeError(`LoRA update: W has ${W.length} values, A ${A.length}, B ${B.length}; expected ${inFeatures * outFeatures}, ${r * inFeatures}, ${outFeatures * r}`);
+  }
+  const row = new Float64Array(inFeatures);
+  for (let o = 0; o < outFeatures; o++) {
+    row.fill(0);
+    for (let k = 0; k < r; k++) {
+      const b = B[o * r + k];
+      if (b === 0) continue;
+      const a = k * inFeatures;
+      for (let i = 0; i < inFeatures; i++) row[i] += b * A[a + i];
+    }
+    if (inOut) for (let i = 0; i < inFeatures; i++) W[i * outFeatures + o] += scaling * row[i];
+    else for (let i = 0, w = o * inFeatures; i < inFeatures; i++) W[w + i] += scaling * row[i];
+  }
+}
+
+/** The merged weights as model.safetensors' tensors: the checkpoint's file names and shapes, in plan order, F32. */
+export function mergedTensors(weights: ReadonlyMap<string, Float32Array>, plan: WeightPlan): SafetensorsTensorInput[] {
+  return plan.tensors.map((planned) => ({ name: planned.fileName, dtype: 'F32' as const, shape: [...planned.shape], data: weights.get(planned.name)! }));
 }
 
 /** config.json for the merged f32 model: the base's, without quantization_config, torch_dtype float32. */

@@ -1,7 +1,8 @@
-// Share links: a versioned configuration (model, method, run settings, a small inline dataset or a dataset URL)
-// carried in the URL fragment as `#share=` + base64url(deflate-raw(JSON)). Pure data, never code: decoding
-// parses JSON (nothing is evaluated), checks every key, enum and number, and caps both the link and the
-// decompressed payload (a decompression bomb is stopped while it is read). No DOM: runs in Node 20 and browsers.
+// Share links: a versioned configuration (model, method, run settings, a small inline dataset or a dataset URL,
+// and whether it is a demo link that starts training with one click) carried in the URL fragment as `#share=` +
+// base64url(deflate-raw(JSON)). Pure data, never code: decoding parses JSON (nothing is evaluated), checks every
+// key, enum and number, and caps both the link and the decompressed payload (a decompression bomb is stopped
+// while it is read). No DOM: runs in Node 20 and browsers.
 
 import { parseHubSpec, resolveHubEndpoint } from '../io/sources/hub.ts';
 
@@ -35,6 +36,11 @@ export interface ShareConfig {
   method: ShareMethod;
   train: ShareTrain;
   data?: ShareData;
+  /**
+   * A demo link: one click loads the model, sets up method and data, and starts training. Optional (links made
+   * before it existed have no such key and are plain links); a demo link needs `data`.
+   */
+  demo?: boolean;
 }
 
 /** A link that cannot be used; `field` names the part at fault (e.g. "method.r", "link"). */
@@ -184,10 +190,14 @@ function checkData(value: unknown): ShareData {
 
 /** Check a parsed value as a ShareConfig; returns a fresh, normalised copy (no key the schema does not name). */
 export function checkShareConfig(value: unknown): ShareConfig {
-  const record = object(value, '', ['v', 'model', 'method', 'train'], ['data']);
+  const record = object(value, '', ['v', 'model', 'method', 'train'], ['data', 'demo']);
   if (record.v !== SHARE_VERSION) throw new ShareLinkError('v', `version ${JSON.stringify(record.v)} is not supported (expected ${SHARE_VERSION})`);
   const config: ShareConfig = { v: 1, model: checkModel(record.model), method: checkMethod(record.method), train: checkTrain(record.train) };
   if (record.data !== undefined) config.data = checkData(record.data);
+  if (record.demo !== undefined) {
+    config.demo = boolean(record.demo, 'demo');
+    if (config.demo && !config.data) throw new ShareLinkError('demo', 'a demo link starts training, so it needs a dataset (data)');
+  }
   return config;
 }
 

@@ -4,6 +4,7 @@
 import type { EngineClient } from '../worker/client.ts';
 import { engine, failureOf, setEngineClient, state } from './engineClient.ts';
 import { demoSource, loadModel } from './modelActions.ts';
+import { markInterrupted } from './trainingActions.ts';
 
 /** Attach the worker client, listen for news, and start the engine (or say why WebGPU is missing). */
 export async function connectEngine(connected: EngineClient): Promise<void> {
@@ -13,6 +14,7 @@ export async function connectEngine(connected: EngineClient): Promise<void> {
     state().setGpu({ state: 'lost', reason: event.reason, message: event.message, restarting: false });
     state().patchModel({ status: 'none', summary: null, progress: null, callId: null });
     state().patchTraining({ attached: null });
+    markInterrupted(); // a run in progress or paused can continue from its checkpoint
   });
   await startEngine();
 }

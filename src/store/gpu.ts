@@ -11,7 +11,12 @@ export type GpuStatus =
   /** No WebGPU here: `reason` says why (no navigator.gpu, no adapter). */
   | { state: 'unavailable'; reason: string }
   /** The device was lost after it worked; `restarting` while a new one is being acquired. */
-  | { state: 'lost'; reason: string; message: string; restarting: boolean };
+  | { state: 'lost'; reason: string; message: string; restarting: boolean }
+  /**
+   * Another tab of this app runs the engine (store/tabLock.ts): this one has none and waits, either since it
+   * opened (`waiting`) or since it handed the engine over (`moved`); `asking` while it asks for the engine back.
+   */
+  | { state: 'elsewhere'; reason: 'waiting' | 'moved'; asking: boolean };
 
 export interface GpuSlice {
   gpu: GpuStatus;

@@ -1,5 +1,5 @@
-// The share slice: the link built from the current state (for the `share-url` field), and a link this page
-// was opened with: its decoded configuration waiting for the user's confirmation, or why it was refused.
+// The share slice: the link built from the current state (for the `share-url` field) and whether it is to be a
+// demo link, and a link this page was opened with: its decoded configuration waiting for the user's confirmation, or why it was refused.
 
 import type { StateCreator } from 'zustand';
 import type { ShareConfig } from '../share/shareLink.ts';
@@ -16,6 +16,8 @@ export interface ShareState {
   url: string;
   /** Why the last link could not be built. */
   problem: string | null;
+  /** Make demo links: opening one offers a single button that loads, sets up and starts training. */
+  demoMode: boolean;
   incoming: IncomingShare | null;
 }
 
@@ -25,6 +27,6 @@ export interface ShareSlice {
 }
 
 export const createShareSlice: StateCreator<AppState, [], [], ShareSlice> = (set) => ({
-  share: { url: '', problem: null, incoming: null },
+  share: { url: '', problem: null, demoMode: false, incoming: null },
   patchShare: (patch) => set((state) => ({ share: { ...state.share, ...patch } })),
 });

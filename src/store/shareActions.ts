@@ -1,12 +1,14 @@
-// Share-link actions: build a link from the current model, method, run settings and dataset; read the link this
-// page was opened with into an offer (nothing is fetched, loaded or trained); and, once the user confirms,
-// apply it: settings and dataset first, then the model load. Training is never started from a link.
+// Share-link actions: build a link from the current model, method, run settings and dataset (a plain or a demo
+// link); read the link this page was opened with into an offer (nothing is fetched, loaded or trained); and, once
+// the user confirms, apply it: settings and dataset first, then the model load. Training starts only from a demo
+// link, and only on the user's one click that also sets everything up.
 
 import { parseHubSpec, resolveHubEndpoint } from '../io/sources/hub.ts';
 import { decodeShareConfig, encodeShareConfig, SHARE_PREFIX, type ShareConfig, type ShareMethod } from '../share/shareLink.ts';
 import type { ModelSource } from '../worker/protocol.ts';
 import { demoSource, loadModel } from './modelActions.ts';
 import { useApp } from './index.ts';
+import { startTraining } from './trainingActions.ts';
 
 /** Largest dataset fetched from a shared dataset URL, bytes. */
 const MAX_DATASET_URL_BYTES = 16 * 1024 * 1024;
@@ -35,6 +37,10 @@ function currentConfig(): ShareConfig {
       : { kind: s.method, r: s.r, alpha: s.alpha, dropout: s.dropout, useRslora: s.useRslora, targetModules: s.targetModules };
   const config: ShareConfig = { v: 1, model: shareModel, method, train: { steps: training.steps, seqLength: training.seqLen, lr: training.lr } };
   if (training.dataset.trim() !== '') config.data = { inline: training.dataset };
+  if (state().share.demoMode) {
+    if (!config.data) throw new Error('A demo link starts training, so it needs a dataset: paste one first (or make a plain link).');
+    config.demo = true;
+  }
   return config;
 }
 
@@ -48,6 +54,11 @@ export async function buildShareLink(): Promise<void> {
   } catch (error) {
     state().patchShare({ url: '', problem: messageOf(error) });
   }
+}
+
+/** Choose between plain and demo links; a link built before no longer matches, so it is cleared. */
+export function setShareDemoMode(demoMode: boolean): void {
+  state().patchShare({ demoMode, url: '', problem: null });
 }
 
 /** Read a `#share=` fragment into an offer (or the reason it is refused). Starts nothing. */
@@ -113,4 +124,15 @@ export async function applyShareLink(): Promise<void> {
   const source: ModelSource = model.kind === 'demo' ? demoSource() : { kind: 'hub', spec: model.id, ...(model.endpoint ? { endpoint: model.endpoint } : {}) };
   state().patchShare({ incoming: null });
   await loadModel(source, model.kind === 'demo' ? 'Demo model' : model.id);
+}
+
+/** The user's one click on a demo link: set up as applyShareLink does, then start training when all went well. */
+export async function startShareDemo(): Promise<void> {
+  const incoming = state().share.incoming;
+  if (incoming?.state !== 'offer' || !incoming.config.demo) return;
+  await applyShareLink();
+  const { share, model, training } = state();
+  // A failure (dataset fetch, model load) is on show already: the panels say what went wrong.
+  if (share.incoming !== null || model.status !== 'ready' || model.error !== null || training.dataset.trim() === '') return;
+  await startTraining();
 }

@@ -1,8 +1,10 @@
 // The training slice: the method's settings and the adapter attached with them, the pasted dataset and what the
-// worker found in it, and the run in progress (its latest step, throttled) with the loss history for the chart.
+// worker found in it, the run's settings, and the run in progress: its phase, its latest step (throttled) with
+// the GPU memory, the training and validation loss histories for the chart, its last checkpoint, and a run saved
+// in browser storage that a reloaded page offers to continue.
 
 import type { StateCreator } from 'zustand';
-import type { AttachedMethod, DatasetSummary, EngineFailure, MethodSettings } from '../worker/protocol.ts';
+import type { AttachedMethod, DatasetSummary, EngineFailure, LossPoint, MethodSettings, SavedRun, TrainMemory } from '../worker/protocol.ts';
 import type { AppState } from './index.ts';
 
 export interface TrainProgress {
@@ -11,7 +13,24 @@ export interface TrainProgress {
   loss: number;
   tokensPerSecond: number;
   etaMs: number;
+  /** The engine's GPU bytes after the step, by category, and the run's peak. */
+  memory: TrainMemory | null;
 }
+
+/**
+ * Where the run stands. running: steps are being trained; pausing / ending: asked to stop at the next step boundary;
+ * paused: the worker keeps the run (Resume continues it exactly); interrupted: the GPU device was lost during the
+ * run, which can continue from its last checkpoint in browser storage.
+ */
+export type TrainPhase = 'idle' | 'running' | 'pausing' | 'paused' | 'ending' | 'interrupted';
+
+/** A run found in browser storage when the page opened: offered to continue, being continued, or unreadable. */
+export type SavedRunOffer =
+  | { state: 'none' }
+  | { state: 'checking' }
+  | { state: 'offer'; run: SavedRun; problem: string | null }
+  | { state: 'resuming'; run: SavedRun }
+  | { state: 'unreadable'; message: string };
 
 export interface TrainingState {
   settings: MethodSettings;
@@ -19,14 +38,29 @@ export interface TrainingState {
   attached: AttachedMethod | null;
   attaching: boolean;
   dataset: string;
+  /** The file the dataset was read from (dropped or chosen), or null when pasted; whoever sets `dataset` sets this. */
+  datasetFileName: string | null;
   datasetSummary: DatasetSummary | null;
   steps: number;
   seqLen: number;
   lr: number;
+  /** Save a checkpoint in browser storage every this many steps. */
+  checkpointEvery: number;
+  /** Share of the examples held out for the validation loss (none under 10 examples). */
+  validationShare: number;
+  /** Evaluate the validation loss every this many steps (and at the end). */
+  evalEvery: number;
+  /** A run owns the settings: from its start until it ends (also while paused or interrupted). */
   running: boolean;
+  phase: TrainPhase;
   progress: TrainProgress | null;
   /** Training loss per reported step (skipped steps left out). */
-  lossHistory: number[];
+  lossHistory: LossPoint[];
+  /** Validation loss per evaluation. */
+  validationHistory: LossPoint[];
+  /** Steps done at the run's last checkpoint in browser storage (null: none yet). */
+  checkpointStep: number | null;
+  savedRun: SavedRunOffer;
   /** How the last run ended, in words. */
   outcome: string | null;
   exporting: boolean;
@@ -56,13 +90,21 @@ export const initialTrainingState: TrainingState = {
   attached: null,
   attaching: false,
   dataset: '',
+  datasetFileName: null,
   datasetSummary: null,
   steps: 20,
   seqLen: 32,
   lr: 1e-3,
+  checkpointEvery: 10,
+  validationShare: 0.1,
+  evalEvery: 10,
   running: false,
+  phase: 'idle',
   progress: null,
   lossHistory: [],
+  validationHistory: [],
+  checkpointStep: null,
+  savedRun: { state: 'none' },
   outcome: null,
   exporting: false,
   error: null,

@@ -4,11 +4,14 @@
 import { useApp } from '../store/index.ts';
 import { DataPanel } from './DataPanel.tsx';
 import { DevicePanel } from './DevicePanel.tsx';
+import { ExportPanel } from './ExportPanel.tsx';
 import { DeviceLostBanner, NoWebGpu } from './GpuNotices.tsx';
 import { MethodPanel } from './MethodPanel.tsx';
 import { ModelPanel } from './ModelPanel.tsx';
 import { Playground } from './Playground.tsx';
+import { ResumeOffer } from './ResumeOffer.tsx';
 import { ShareOffer, SharePanel } from './Share.tsx';
+import { TabLockNotice } from './TabLockNotice.tsx';
 import { ThemeSwitch } from './ThemeSwitch.tsx';
 import { TrainPanel } from './TrainPanel.tsx';
 
@@ -27,12 +30,14 @@ export function App() {
         <ThemeSwitch />
       </header>
       <DeviceLostBanner />
+      <TabLockNotice />
       <main id="main" tabIndex={-1}>
         {gpuState === 'unavailable' ? (
           <NoWebGpu />
         ) : (
           <>
             <ShareOffer />
+            <ResumeOffer />
             <div className="panels">
               <div className="column">
                 <ModelPanel />
@@ -42,6 +47,7 @@ export function App() {
               <div className="column">
                 <DataPanel />
                 <TrainPanel />
+                <ExportPanel />
                 <Playground />
                 <SharePanel />
               </div>

@@ -12,6 +12,7 @@ export function DevicePanel() {
       {gpu.state === 'checking' && <p>Looking for a WebGPU device…</p>}
       {gpu.state === 'lost' && <p>The device was lost ({gpu.reason}).</p>}
       {gpu.state === 'unavailable' && <p>No WebGPU device: {gpu.reason}</p>}
+      {gpu.state === 'elsewhere' && <p>The engine runs in another tab of tabtune; this tab has no GPU device until it gets the engine.</p>}
       {gpu.state === 'ready' && (
         <dl className="facts">
           <dt>GPU</dt>

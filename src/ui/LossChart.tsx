@@ -1,40 +1,62 @@
-// The loss chart: the loss history as a polyline of at most CHART_POINTS points, redrawn through a store
-// subscription, so thousands of steps cost no React render each.
+// The loss chart: training loss (solid) and validation loss (dashed) against the step number, with the highest and
+// lowest loss shown at the left edge. Redrawn through a store subscription (no React render per update), at most
+// CHART_POINTS points per series (lossChartPoints.ts), so thousands of steps cost what a few hundred do.
 
 import { useEffect, useRef } from 'react';
-import { useApp } from '../store/index.ts';
+import { useApp, type AppState } from '../store/index.ts';
+import { chartFrame, describeLosses, polylinePoints, thin } from './lossChartPoints.ts';
+import './LossChart.css';
 
-/** Chart size in SVG units; at most this many points are drawn (every k-th loss when there are more). */
+/** Chart size in SVG units. */
 const CHART_W = 300;
 const CHART_H = 80;
 const CHART_POINTS = 600;
 
-function polylinePoints(losses: readonly number[]): string {
-  if (losses.length === 0) return '';
-  const stride = Math.ceil(losses.length / CHART_POINTS);
-  const shown: number[] = [];
-  for (let i = 0; i < losses.length; i += stride) shown.push(losses[i]);
-  if ((losses.length - 1) % stride !== 0) shown.push(losses[losses.length - 1]);
-  const lo = Math.min(...shown);
-  const hi = Math.max(...shown);
-  const span = hi - lo || 1;
-  const dx = shown.length > 1 ? CHART_W / (shown.length - 1) : 0;
-  return shown.map((loss, i) => `${(i * dx).toFixed(1)},${(CHART_H - 2 - ((loss - lo) / span) * (CHART_H - 4)).toFixed(1)}`).join(' ');
+function runSteps(state: AppState): number {
+  return state.training.progress?.steps ?? state.training.steps;
 }
 
-/** The loss history as a polyline, redrawn through a store subscription (no React render per update). */
 export function LossChart() {
-  const line = useRef<SVGPolylineElement>(null);
+  const svg = useRef<SVGSVGElement>(null);
+  const trainLine = useRef<SVGPolylineElement>(null);
+  const validationLine = useRef<SVGPolylineElement>(null);
+  const top = useRef<HTMLSpanElement>(null);
+  const bottom = useRef<HTMLSpanElement>(null);
   useEffect(() => {
-    const draw = (losses: readonly number[]) => line.current?.setAttribute('points', polylinePoints(losses));
-    draw(useApp.getState().training.lossHistory);
+    const draw = (state: AppState) => {
+      const { lossHistory, validationHistory } = state.training;
+      const training = thin(lossHistory, CHART_POINTS);
+      const validation = thin(validationHistory, CHART_POINTS);
+      const frame = chartFrame([training, validation], runSteps(state), CHART_W, CHART_H);
+      trainLine.current?.setAttribute('points', polylinePoints(training, frame));
+      validationLine.current?.setAttribute('points', polylinePoints(validation, frame));
+      svg.current?.setAttribute('aria-label', describeLosses(lossHistory, validationHistory));
+      const any = training.length + validation.length > 0;
+      if (top.current) top.current.textContent = any ? frame.hi.toPrecision(3) : '';
+      if (bottom.current) bottom.current.textContent = any ? frame.lo.toPrecision(3) : '';
+    };
+    draw(useApp.getState());
     return useApp.subscribe((state, previous) => {
-      if (state.training.lossHistory !== previous.training.lossHistory) draw(state.training.lossHistory);
+      const now = state.training;
+      const before = previous.training;
+      if (now.lossHistory !== before.lossHistory || now.validationHistory !== before.validationHistory || runSteps(state) !== runSteps(previous)) draw(state);
     });
   }, []);
   return (
-    <svg className="loss-chart" data-testid="loss-chart" viewBox={`0 0 ${CHART_W} ${CHART_H}`} preserveAspectRatio="none" role="img" aria-label="Training loss by step">
-      <polyline ref={line} fill="none" stroke="currentColor" strokeWidth={1.5} vectorEffect="non-scaling-stroke" />
-    </svg>
+    <figure className="loss-figure">
+      <div className="loss-plot">
+        <svg ref={svg} className="loss-chart" data-testid="loss-chart" viewBox={`0 0 ${CHART_W} ${CHART_H}`} preserveAspectRatio="none" role="img" aria-label="Loss by step: no steps yet">
+          <polyline ref={trainLine} className="loss-train" fill="none" strokeWidth={1.5} vectorEffect="non-scaling-stroke" />
+          <polyline ref={validationLine} className="loss-validation" fill="none" strokeWidth={1.5} strokeDasharray="4 3" vectorEffect="non-scaling-stroke" />
+        </svg>
+        <span ref={top} className="loss-axis loss-axis-top" aria-hidden="true" />
+        <span ref={bottom} className="loss-axis loss-axis-bottom" aria-hidden="true" />
+      </div>
+      <figcaption className="loss-legend">
+        <span className="loss-key loss-key-train">training</span>
+        <span className="loss-key loss-key-validation">validation</span>
+        <span className="loss-key-axis">x: step</span>
+      </figcaption>
+    </figure>
   );
 }

@@ -344,7 +344,7 @@ function FilePicker({
         <button type="button" className="secondary" onClick={() => folderInput.current?.click()} disabled={disabled}>
           Choose a folder…
         </button>
-        <input id={ids.files} ref={filesInput} type="file" className="visually-hidden" multiple onChange={(e) => fromList(e.target.files)} disabled={disabled} />
+        <input id={ids.files} ref={filesInput} type="file" data-testid="model-files" className="visually-hidden" multiple onChange={(e) => fromList(e.target.files)} disabled={disabled} />
         <button type="button" className="secondary" onClick={() => filesInput.current?.click()} disabled={disabled}>
           Choose files…
         </button>

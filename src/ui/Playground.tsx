@@ -1,10 +1,15 @@
 // Generate from the loaded model: a prompt, sampling settings, and the output streaming in token by token.
-// Ctrl+Enter (⌘+Enter) in the prompt generates. The output box keeps its size, so nothing jumps while it fills.
+// Ctrl+Enter (⌘+Enter) in the prompt generates. With an adapter attached, "Compare with the adapter off" runs the
+// prompt twice, with the adapter and without, into two labelled columns side by side (stacked when narrow).
+// A second panel runs an exported .onnx file with ONNX Runtime Web on WebGPU, with the same prompt and settings.
+// Output boxes keep their size, so nothing jumps while they fill.
 
-import { useId, useState } from 'react';
-import { generate, stopGenerating } from '../store/playgroundActions.ts';
+import { useEffect, useId, useState } from 'react';
+import { compareWithAdapterOff, generate, refreshKeptOnnx, runOnnx, stopGenerating, stopOnnx } from '../store/playgroundActions.ts';
 import { useApp } from '../store/index.ts';
-import type { SamplingSettings, StopReason } from '../worker/protocol.ts';
+import type { GenerateResult, SamplingSettings, StopReason } from '../worker/protocol.ts';
+import { formatBytes } from './format.ts';
+import './Playground.css';
 
 const STOP_REASONS: Record<StopReason, string> = {
   eos: 'the model ended the text',
@@ -32,16 +37,47 @@ const SETTINGS: NumberSetting[] = [
   { key: 'seed', label: 'Seed', min: 0, max: 2 ** 31 - 1, step: 1, integer: true, hint: 'for sampling' },
 ];
 
+/** Tokens per second after the first token (the first includes the prompt's forward pass), or null. */
+function decodeRate(result: GenerateResult): number | null {
+  return result.decodeMs > 0 && result.tokenIds.length > 1 ? ((result.tokenIds.length - 1) / result.decodeMs) * 1000 : null;
+}
+
+/** "8 tokens after a 5-token prompt; reached the token limit; 12.3 tokens/s" */
+function describeRun(result: GenerateResult): string {
+  const rate = decodeRate(result);
+  return `${result.tokenIds.length} tokens after a ${result.promptTokens}-token prompt; ${STOP_REASONS[result.stopReason]}${rate !== null ? `; ${rate.toFixed(1)} tokens/s` : ''}`;
+}
+
 export function Playground() {
+  return (
+    <>
+      <GeneratePanel />
+      <OnnxPanel />
+    </>
+  );
+}
+
+function GeneratePanel() {
   const playground = useApp((s) => s.playground);
   const modelReady = useApp((s) => s.model.status === 'ready' && s.model.summary !== null);
   const hasChatTemplate = useApp((s) => s.model.summary?.hasChatTemplate ?? false);
+  const adapterAttached = useApp((s) => s.training.attached !== null);
   const patch = useApp((s) => s.patchPlayground);
   const promptId = useId();
   const outputId = useId();
-  const canRun = modelReady && !playground.running && playground.prompt.length > 0;
-  const result = playground.result;
-  const rate = result && result.decodeMs > 0 && result.tokenIds.length > 1 ? ((result.tokenIds.length - 1) / result.decodeMs) * 1000 : null;
+  const baseOutputId = useId();
+  const compareHintId = useId();
+  const busy = playground.running || playground.onnx.running;
+  const canRun = modelReady && !busy && playground.prompt.length > 0;
+  const canCompare = canRun && adapterAttached;
+  const { result, baseResult } = playground;
+
+  let status: string;
+  if (playground.running && playground.side === 'base') status = `Generating with the adapter off… ${playground.baseTokens} tokens`;
+  else if (playground.running) status = `Generating${playground.compared ? ' with the adapter' : ''}… ${playground.tokens} tokens`;
+  else if (playground.compared && result && baseResult) status = `Compared: ${result.tokenIds.length} tokens with the adapter, ${baseResult.tokenIds.length} with it off, after a ${result.promptTokens}-token prompt.`;
+  else if (result) status = `${describeRun(result)}.`;
+  else status = modelReady ? 'Ready to generate.' : 'Load a model to generate.';
 
   return (
     <section className="panel playground" aria-labelledby="playground-heading">
@@ -76,14 +112,14 @@ export function Playground() {
         <fieldset className="settings">
           <legend>Sampling</legend>
           {SETTINGS.map((setting) => (
-            <SettingInput key={setting.key} setting={setting} disabled={playground.running} />
+            <SettingInput key={setting.key} setting={setting} disabled={busy} />
           ))}
         </fieldset>
         <label className="check">
           <input
             type="checkbox"
             checked={playground.useChatTemplate && hasChatTemplate}
-            disabled={!hasChatTemplate || playground.running}
+            disabled={!hasChatTemplate || busy}
             onChange={(event) => patch({ useChatTemplate: event.target.checked })}
           />
           Send as a chat message (the model’s chat template){hasChatTemplate ? '' : ' — this model has none'}
@@ -92,27 +128,125 @@ export function Playground() {
           <button type="submit" data-testid="generate-run" disabled={!canRun}>
             Generate
           </button>
+          <button type="button" className="secondary" data-testid="generate-compare" disabled={!canCompare} aria-describedby={compareHintId} onClick={() => void compareWithAdapterOff()}>
+            Compare with the adapter off
+          </button>
           <button type="button" className="secondary" onClick={stopGenerating} disabled={!playground.running}>
             Stop
           </button>
         </div>
+        <p className="hint" id={compareHintId}>
+          {adapterAttached
+            ? 'Compare generates with the adapter, then with it switched off (the base model), with the same settings and seed.'
+            : 'Attach an adapter to compare its output with the base model’s.'}
+        </p>
       </form>
-      <h3 id={outputId}>Output</h3>
-      <pre className="output" data-testid="generate-output" aria-labelledby={outputId} aria-busy={playground.running} tabIndex={0}>
-        {playground.output}
-      </pre>
+      {playground.compared ? (
+        <div className="playground-compare">
+          <div className="playground-column">
+            <h3 id={outputId}>With the adapter</h3>
+            <pre className="output" data-testid="generate-output" aria-labelledby={outputId} aria-busy={playground.running && playground.side === 'adapter'} tabIndex={0}>
+              {playground.output}
+            </pre>
+            <p className="hint playground-column-status">{result ? describeRun(result) : playground.running ? `${playground.tokens} tokens so far` : ''}</p>
+          </div>
+          <div className="playground-column">
+            <h3 id={baseOutputId}>Adapter off (base model)</h3>
+            <pre className="output" data-testid="generate-output-base" aria-labelledby={baseOutputId} aria-busy={playground.running && playground.side === 'base'} tabIndex={0}>
+              {playground.baseOutput}
+            </pre>
+            <p className="hint playground-column-status">
+              {baseResult ? describeRun(baseResult) : playground.side === 'base' ? `${playground.baseTokens} tokens so far` : playground.running ? 'Waits for the run with the adapter.' : 'Not run.'}
+            </p>
+          </div>
+        </div>
+      ) : (
+        <>
+          <h3 id={outputId}>Output</h3>
+          <pre className="output" data-testid="generate-output" aria-labelledby={outputId} aria-busy={playground.running} tabIndex={0}>
+            {playground.output}
+          </pre>
+        </>
+      )}
       <p className="status" role="status">
-        {playground.running
-          ? `Generating… ${playground.tokens} tokens`
-          : result
-            ? `${result.tokenIds.length} tokens after a ${result.promptTokens}-token prompt; ${STOP_REASONS[result.stopReason]}${rate !== null ? `; ${rate.toFixed(1)} tokens/s` : ''}.`
-            : modelReady
-              ? 'Ready to generate.'
-              : 'Load a model to generate.'}
+        {status}
       </p>
       {playground.error && playground.error.kind !== 'cancelled' && (
         <p className="error" role="alert">
           {playground.error.message}
+        </p>
+      )}
+    </section>
+  );
+}
+
+/** Run an .onnx file (picked, or the worker's last export) with ONNX Runtime Web on WebGPU, the playground's prompt and settings. */
+function OnnxPanel() {
+  const onnx = useApp((s) => s.playground.onnx);
+  const modelReady = useApp((s) => s.model.status === 'ready' && s.model.summary !== null);
+  const modelName = useApp((s) => s.model.summary?.name ?? null);
+  const generating = useApp((s) => s.playground.running);
+  const promptEmpty = useApp((s) => s.playground.prompt.length === 0);
+  const [file, setFile] = useState<File | null>(null);
+  const fileId = useId();
+  const outputId = useId();
+  const canRun = modelReady && !generating && !onnx.running && !promptEmpty;
+
+  // The worker may have kept a new export since: ask when a model is ready and whenever the panel comes into use.
+  useEffect(() => {
+    if (modelReady) void refreshKeptOnnx();
+  }, [modelReady, modelName]);
+
+  const { result, session } = onnx;
+  const rate = result ? decodeRate(result) : null;
+  let status: string;
+  if (onnx.running && session) status = `Running ${session.fileName} on ${session.executionProvider} (${session.adapter})… ${onnx.tokens} tokens`;
+  else if (onnx.running) status = 'Loading ONNX Runtime Web and the model…';
+  else if (result)
+    status = `${result.executionProvider} (${result.adapter}) ran ${result.fileName}: ${result.tokenIds.length} tokens after a ${result.promptTokens}-token prompt; ${STOP_REASONS[result.stopReason]}${rate !== null ? `; ${rate.toFixed(1)} tokens/s` : ''}${result.sessionMs > 0 ? `; session ready in ${(result.sessionMs / 1000).toFixed(1)} s` : ''}.`;
+  else status = modelReady ? 'Pick an .onnx file, or run the last export.' : 'Load the model the file was exported from: its tokenizer is used.';
+
+  return (
+    <section className="panel onnx-runner" aria-labelledby="onnx-heading" onPointerEnter={() => modelReady && void refreshKeptOnnx()} onFocus={() => modelReady && void refreshKeptOnnx()}>
+      <h2 id="onnx-heading">Run the exported ONNX model</h2>
+      <p className="hint">
+        Runs an ONNX export (token ids in, logits out, as tabtune exports) with ONNX Runtime Web on WebGPU, using the loaded model’s tokenizer and the
+        playground’s prompt and sampling settings. Each token runs the whole sequence again: the export has no KV cache.
+      </p>
+      <div className="stack">
+        <div className="field">
+          <label htmlFor={fileId}>ONNX file</label>
+          <input
+            id={fileId}
+            type="file"
+            accept=".onnx"
+            data-testid="onnx-file"
+            disabled={onnx.running}
+            onChange={(event) => setFile(event.target.files?.[0] ?? null)}
+          />
+        </div>
+        <div className="actions">
+          <button type="button" data-testid="onnx-run" disabled={!canRun || file === null} onClick={() => file && void runOnnx({ kind: 'file', file })}>
+            Run the picked file
+          </button>
+          <button type="button" className="secondary" data-testid="onnx-run-last" disabled={!canRun || onnx.kept === null} onClick={() => void runOnnx({ kind: 'lastExport' })}>
+            {onnx.kept ? `Run the last export (${onnx.kept.fileName}, ${formatBytes(onnx.kept.bytes)})` : 'Run the last export (none yet)'}
+          </button>
+          <button type="button" className="secondary" disabled={!onnx.running} onClick={stopOnnx}>
+            End the ONNX run
+          </button>
+        </div>
+      </div>
+      <h3 id={outputId}>ONNX output</h3>
+      <pre className="output" data-testid="onnx-output" aria-labelledby={outputId} aria-busy={onnx.running} tabIndex={0}>
+        {onnx.output}
+      </pre>
+      <p className="status" role="status" data-testid="onnx-status">
+        {status}
+      </p>
+      {onnx.error && onnx.error.kind !== 'cancelled' && (
+        <p className="error" role="alert" data-testid="onnx-error">
+          {onnx.error.message}
         </p>
       )}
     </section>

@@ -1,10 +1,11 @@
-// Share links: the panel that builds a link from the current state, and the confirmation shown when the page was
-// opened with one (what will be fetched and trained; nothing happens before "Load and set up").
+// Share links: the panel that builds a link from the current state (plain or demo), and the confirmation shown
+// when the page was opened with one (what will be fetched and trained; nothing happens before "Load and set up",
+// or, for a demo link, before its one "Load and start training" button).
 
 import { useId } from 'react';
 import type { ShareConfig } from '../share/shareLink.ts';
 import { useApp } from '../store/index.ts';
-import { applyShareLink, buildShareLink, dismissShareLink } from '../store/shareActions.ts';
+import { applyShareLink, buildShareLink, dismissShareLink, setShareDemoMode, startShareDemo } from '../store/shareActions.ts';
 import { formatBytes } from './format.ts';
 
 export function SharePanel() {
@@ -15,6 +16,10 @@ export function SharePanel() {
       <h2 id={`${id}-h`}>Share</h2>
       <div className="stack">
         <p className="hint">A link that opens tabtune with this model, method, run settings and dataset (small datasets travel inside the link). Whoever opens it is asked before anything is downloaded.</p>
+        <label className="check">
+          <input type="checkbox" data-testid="share-demo-mode" checked={share.demoMode} onChange={(e) => setShareDemoMode(e.target.checked)} />
+          Demo link: one click loads the model and starts training
+        </label>
         <div className="actions">
           <button type="button" data-testid="share-link" onClick={() => void buildShareLink()}>
             Make a share link
@@ -62,11 +67,12 @@ export function ShareOffer() {
       </section>
     );
   }
-  const { model, method, train, data } = incoming.config;
+  const { model, method, train, data, demo } = incoming.config;
   const applying = incoming.state === 'applying';
+  const disabled = !gpuReady || busy || applying;
   return (
     <section className="panel share-offer" aria-labelledby={`${id}-h`} data-testid="share-offer">
-      <h2 id={`${id}-h`}>Set up from a shared link?</h2>
+      <h2 id={`${id}-h`}>{demo ? 'Start the shared demo?' : 'Set up from a shared link?'}</h2>
       <p className="hint">Nothing has been downloaded or loaded yet. Check what the link asks for:</p>
       <dl className="facts">
         <dt>Model</dt>
@@ -80,11 +86,24 @@ export function ShareOffer() {
         <dt>Data</dt>
         <dd>{!data ? 'none' : 'inline' in data ? `${formatBytes(new TextEncoder().encode(data.inline).length)} of text inside the link` : `downloaded from ${data.url}`}</dd>
       </dl>
-      <p className="hint">Training does not start by itself: after setting up, press Start training when you are ready.</p>
+      {demo ? (
+        <p className="hint">
+          This is a demo link: the button below loads the model, sets up the method and the data, and trains for {train.steps} steps on this computer's GPU. Stop
+          training at any time.
+        </p>
+      ) : (
+        <p className="hint">Training does not start by itself: after setting up, press Start training when you are ready.</p>
+      )}
       <div className="actions">
-        <button type="button" data-testid="share-confirm" disabled={!gpuReady || busy || applying} onClick={() => void applyShareLink()}>
-          {applying ? 'Setting up…' : 'Load and set up'}
-        </button>
+        {demo ? (
+          <button type="button" data-testid="share-start-demo" disabled={disabled} onClick={() => void startShareDemo()}>
+            {applying ? 'Setting up…' : 'Load and start training'}
+          </button>
+        ) : (
+          <button type="button" data-testid="share-confirm" disabled={disabled} onClick={() => void applyShareLink()}>
+            {applying ? 'Setting up…' : 'Load and set up'}
+          </button>
+        )}
         <button type="button" className="secondary" data-testid="share-dismiss" disabled={applying} onClick={dismissShareLink}>
           Dismiss
         </button>

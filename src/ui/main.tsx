@@ -1,10 +1,12 @@
 // Entry of the web app: apply the saved theme, start the engine worker when this page has WebGPU (or record
-// why not), and render the App. `?faults` in the URL exposes fault injection for the end-to-end tests.
+// why not) and no other tab of the app runs one (store/tabLock.ts), and render the App. `?faults` in the URL
+// exposes fault injection for the end-to-end tests.
 
 import { StrictMode } from 'react';
 import { createRoot } from 'react-dom/client';
-import { connectEngine, loseDevice, reportNoWebGpu } from '../store/engineActions.ts';
+import { loseDevice, reportNoWebGpu } from '../store/engineActions.ts';
 import { openShareLink } from '../store/shareActions.ts';
+import { runEngineInOneTab } from '../store/tabLock.ts';
 import { EngineClient } from '../worker/client.ts';
 import { App } from './App.tsx';
 import { applyTheme, savedTheme } from './theme.ts';
@@ -20,7 +22,7 @@ function missingWebGpuReason(): string | null {
 
 const reason = missingWebGpuReason();
 if (reason !== null) reportNoWebGpu(reason);
-else void connectEngine(EngineClient.start());
+else runEngineInOneTab(() => EngineClient.start());
 
 // A share link only becomes an offer: nothing is fetched or loaded until the user confirms it.
 void openShareLink(location.hash);

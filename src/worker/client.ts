@@ -1,6 +1,6 @@
 // The page's side of the engine worker: typed calls that return promises, per-call event callbacks (progress,
-// tokens), and a subscription for news that belongs to no call (a lost device). The UI and its store use only
-// this; no GPU object ever reaches the page.
+// tokens), a subscription for news that belongs to no call (a lost device), and the worker's stop (graceful:
+// cancel, wait, terminate). The UI and its store use only this; no GPU object ever reaches the page.
 
 import {
   isResponseMessage,
@@ -41,12 +41,17 @@ interface Pending {
   resolve(value: unknown): void;
   reject(error: EngineCallError): void;
   onEvent?: (event: EngineEvent) => void;
+  /** Settles (never rejects) when the call does. */
+  settled: Promise<void>;
 }
 
 export class EngineClient {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
   private readonly listeners = new Set<(event: EngineEvent, callId: number | null) => void>();
+  /** Set once the client is closing or stopped: new calls fail with it at once (a stopped worker would never answer). */
+  private stopped: EngineFailure | null = null;
+  private closing: Promise<void> | null = null;
 
   constructor(private readonly worker: WorkerLike) {
     worker.onmessage = (event) => this.receive(event.data);
@@ -63,13 +68,11 @@ export class EngineClient {
 
   /** Start a call; events that belong to it go to `onEvent`. */
   start<T extends CallType>(type: T, payload: Payload<T>, onEvent?: (event: EngineEvent) => void): RunningCall<T> {
-    const id = this.nextId++;
-    const result = new Promise<Result<T>>((resolve, reject) => {
-      this.pending.set(id, { resolve: resolve as (value: unknown) => void, reject, onEvent });
-    });
-    const message: RequestMessage = { v: PROTOCOL_VERSION, id, request: { type, ...payload } as Request };
-    this.worker.postMessage(message);
-    return { id, result, cancel: () => void this.call('cancel', { target: id }).catch(() => undefined) };
+    if (this.stopped) {
+      const failure = this.stopped;
+      return { id: this.nextId++, result: Promise.reject(new EngineCallError(failure)), cancel: () => undefined };
+    }
+    return this.send(type, payload, onEvent);
   }
 
   call<T extends CallType>(type: T, payload: Payload<T>, onEvent?: (event: EngineEvent) => void): Promise<Result<T>> {
@@ -82,9 +85,47 @@ export class EngineClient {
     return () => this.listeners.delete(listener);
   }
 
-  terminate(): void {
+  /** Stop the worker now; running calls fail with `message`. */
+  terminate(message = 'the engine worker was stopped'): void {
+    this.stopped ??= { kind: 'internal', name: 'WorkerError', message, retryable: false };
     this.worker.terminate();
-    this.failAll({ kind: 'internal', name: 'WorkerError', message: 'the engine worker was stopped', retryable: false });
+    this.failAll(this.stopped);
+  }
+
+  /**
+   * Stop the worker gracefully: refuse new calls, cancel the running ones (a training run stops at its next step
+   * boundary), give them up to `graceMs` to settle, then terminate. Calls still running then fail with `message`.
+   */
+  close(message: string, graceMs: number): Promise<void> {
+    this.closing ??= (async () => {
+      this.stopped = { kind: 'internal', name: 'WorkerError', message, retryable: false };
+      const running = [...this.pending.entries()];
+      for (const [id] of running) void this.send('cancel', { target: id }).result.catch(() => undefined);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const grace = new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)));
+      await Promise.race([Promise.all(running.map(([, pending]) => pending.settled)), grace]);
+      clearTimeout(timer);
+      this.terminate(message);
+    })();
+    return this.closing;
+  }
+
+  private send<T extends CallType>(type: T, payload: Payload<T>, onEvent?: (event: EngineEvent) => void): RunningCall<T> {
+    const id = this.nextId++;
+    // `settled` is its own promise (not result.then): a rejection nobody handles must still be reported.
+    let markSettled: () => void = () => undefined;
+    const settled = new Promise<void>((resolve) => (markSettled = resolve));
+    const result = new Promise<Result<T>>((resolve, reject) => {
+      this.pending.set(id, {
+        resolve: (value) => (markSettled(), resolve(value as Result<T>)),
+        reject: (error) => (markSettled(), reject(error)),
+        onEvent,
+        settled,
+      });
+    });
+    const message: RequestMessage = { v: PROTOCOL_VERSION, id, request: { type, ...payload } as Request };
+    this.worker.postMessage(message);
+    return { id, result, cancel: () => void this.call('cancel', { target: id }).catch(() => undefined) };
   }
 
   private receive(data: unknown): void {

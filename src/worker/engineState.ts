@@ -6,10 +6,13 @@ import type { Engine } from '../engine/engine.ts';
 import type { Tensor } from '../engine/tensor.ts';
 import type { Gpu } from '../gpu/runtime.ts';
 import type { ChatTemplate } from '../io/chatTemplate.ts';
+import type { ModelFiles } from '../io/sources/types.ts';
 import type { Tokenizer } from '../io/tokenizer.ts';
 import type { CausalLM } from '../models/model.ts';
+import type { WeightPlan } from '../models/weights.ts';
 import type { BottleneckModel } from '../peft/bottleneckModel.ts';
 import type { PeftModel } from '../peft/peftModel.ts';
+import type { TrainingSession } from './calls/trainingSession.ts';
 import { NoModelError } from './failures.ts';
 import type { AttachedMethod, DeviceSummary, EngineEvent, ModelSummary } from './protocol.ts';
 
@@ -26,6 +29,10 @@ export interface LoadedModel {
   summary: ModelSummary;
   /** Its linear layers were converted to NF4 in place (QLoRA); only a reload gives the f32 ones back. */
   quantized: boolean;
+  /** The files it was loaded from (a merged export copies config.json and the tokenizer files from them). */
+  files: ModelFiles;
+  /** Its checkpoint's tensors: state-dict name, name in the file, stored shape (a merged export writes the same). */
+  plan: WeightPlan;
 }
 
 /** The adapter attached to the loaded model (its modules live inside the model: LoRA wrappers or residual hooks). */
@@ -44,11 +51,19 @@ export interface KeptFile {
   bytes: Uint8Array;
 }
 
-export const engineState: { device: Device | null; loaded: LoadedModel | null; adapted: Adapted | null; lastOnnx: KeptFile | null } = {
+export const engineState: {
+  device: Device | null;
+  loaded: LoadedModel | null;
+  adapted: Adapted | null;
+  lastOnnx: KeptFile | null;
+  /** The training run kept between calls (paused): its trainer holds the adapter's AdamW state. */
+  training: TrainingSession | null;
+} = {
   device: null,
   loaded: null,
   adapted: null,
   lastOnnx: null,
+  training: null,
 };
 
 /** What a running call may use: its id, its cancellation, and its event channel. */
@@ -70,8 +85,10 @@ export function requireLoaded(): LoadedModel {
   return engineState.loaded;
 }
 
-/** Forget the loaded model (and the adapter inside it), freeing its GPU memory. */
+/** Forget the loaded model (and the adapter inside it, and a kept training run), freeing their GPU memory. */
 export function disposeLoaded(): void {
+  engineState.training?.dispose();
+  engineState.training = null;
   engineState.loaded?.model.dispose();
   engineState.loaded = null;
   engineState.adapted = null;

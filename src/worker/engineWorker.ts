@@ -9,9 +9,12 @@ import { generateCall } from './calls/generate.ts';
 import { capacity, init, loseDevice } from './calls/device.ts';
 import { inspectDataset } from './calls/dataset.ts';
 import { exportAdapterCall } from './calls/exportAdapter.ts';
+import { exportMergedCall } from './calls/exportMerged.ts';
+import { importAdapterCall } from './calls/importAdapter.ts';
 import { loadModelCall } from './calls/loadModel.ts';
+import { keptOnnxCall, onnxGenerateCall } from './calls/onnxGenerate.ts';
 import { attachMethod } from './calls/method.ts';
-import { trainCall } from './calls/train.ts';
+import { discardSavedRunCall, endTrainingCall, resumeTrainingCall, savedRunCall, trainCall } from './calls/train.ts';
 import { describeCatalog } from './catalog.ts';
 import { disposeLoaded, engineState, type CallContext } from './engineState.ts';
 import { BadRequestError, toFailure } from './failures.ts';
@@ -42,11 +45,19 @@ const handlers: { [T in CallType]: { gpu: boolean; cancellable: boolean; run: Ha
   },
   loadedModel: { gpu: false, cancellable: false, run: async () => engineState.loaded?.summary ?? null },
   generate: { gpu: true, cancellable: true, run: generateCall },
+  onnxGenerate: { gpu: true, cancellable: true, run: onnxGenerateCall },
+  keptOnnx: { gpu: false, cancellable: false, run: async () => keptOnnxCall() },
   attachMethod: { gpu: true, cancellable: false, run: ({ settings }) => attachMethod(settings) },
   attachedMethod: { gpu: false, cancellable: false, run: async () => engineState.adapted?.summary ?? null },
   inspectDataset: { gpu: false, cancellable: false, run: (payload) => inspectDataset(payload) },
   train: { gpu: true, cancellable: true, run: trainCall },
-  exportAdapter: { gpu: true, cancellable: false, run: () => exportAdapterCall() },
+  resumeTraining: { gpu: true, cancellable: true, run: resumeTrainingCall },
+  endTraining: { gpu: true, cancellable: false, run: () => endTrainingCall() },
+  savedRun: { gpu: false, cancellable: false, run: () => savedRunCall() },
+  discardSavedRun: { gpu: true, cancellable: false, run: () => discardSavedRunCall() },
+  exportAdapter: { gpu: true, cancellable: false, run: (payload) => exportAdapterCall(payload) },
+  exportMerged: { gpu: true, cancellable: false, run: exportMergedCall },
+  importAdapter: { gpu: true, cancellable: false, run: (payload) => importAdapterCall(payload) },
   cancel: {
     gpu: false,
     cancellable: false,

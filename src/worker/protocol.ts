@@ -8,6 +8,8 @@
 //                   { v, kind: 'error',  id, error }         or its failure (EngineFailure)
 //                   { v, kind: 'event',  id | null, event }  progress and tokens of call `id`, or news (device lost)
 
+import type { MemoryCategory } from '../engine/memory.ts';
+
 /** Bumped whenever a message changes shape; the worker refuses calls of another version. */
 export const PROTOCOL_VERSION = 4;
 
@@ -117,7 +119,32 @@ export interface GenerateRequest {
   sampling: SamplingSettings;
   /** Wrap the prompt as a user message with the model's chat template. */
   useChatTemplate: boolean;
+  /** Generate with the attached adapter switched off (the base model), for a side-by-side comparison. */
+  adapterOff?: boolean;
 }
+
+/** An .onnx file to run: one the user picked, or the last ONNX export the worker keeps. */
+export type OnnxSource = { kind: 'file'; file: File } | { kind: 'lastExport' };
+
+/** Generation from an ONNX model (input ids int64 [batch, sequence] → logits) with the loaded model's tokenizer. */
+export interface OnnxGenerateRequest {
+  source: OnnxSource;
+  prompt: string;
+  sampling: SamplingSettings;
+  useChatTemplate: boolean;
+}
+
+/** Which ONNX Runtime Web session runs a file: the execution provider and the GPU behind it. */
+export interface OnnxSessionInfo {
+  fileName: string;
+  executionProvider: 'webgpu';
+  /** The GPU adapter, in words. */
+  adapter: string;
+  /** Time to load the runtime and create the session; 0 when the session of an earlier run was reused. */
+  sessionMs: number;
+}
+
+export interface OnnxGenerateResult extends GenerateResult, OnnxSessionInfo {}
 
 export type StopReason = 'eos' | 'maxNewTokens' | 'context' | 'aborted';
 
@@ -171,22 +198,99 @@ export interface DatasetSummary {
   issues: { line: number; message: string }[];
   /** Why the dataset cannot be trained on as it is, or null. */
   problem: string | null;
+  /** The first examples as the model sees them, token by token (worker/datasetPreview.ts). */
+  preview: DatasetPreviewExample[];
 }
 
-export interface TrainRequest {
+/** One token of a previewed example: its text in context, and whether its label is kept (trained) or ignored (masked). */
+export interface DatasetPreviewToken {
+  id: number;
+  /** What the token adds to the decoded text; '' when it holds the first bytes of a character a later token completes. */
+  text: string;
+  trained: boolean;
+  special: boolean;
+}
+
+export interface DatasetPreviewExample {
+  /** The 1-based line the example starts on. */
+  line: number;
+  /** The first tokens (capped); `totalTokens - tokens.length` more follow. */
+  tokens: DatasetPreviewToken[];
+  totalTokens: number;
+  trainedTokens: number;
+}
+
+/** A model source the page can load again by itself (picked files cannot be: the page holds them). */
+export type ReloadableModelSource = { kind: 'demo' } | { kind: 'hub'; spec: string; endpoint?: string };
+
+/** The settings a training run's numbers depend on (a resumed run must use the same). */
+export interface RunSettings {
   method: MethodSettings;
-  dataset: string;
   steps: number;
   seqLen: number;
   batchSize: number;
   lr: number;
   seed: number;
+  /** Save a checkpoint in browser storage every this many steps (and when the run pauses); 0: never. */
+  checkpointEvery: number;
+  /** Share of the examples held out for validation, in [0, 0.5] (calls/trainingSplit.ts sizes it). */
+  validationShare: number;
+  /** Evaluate the validation loss every this many steps and at the end; 0: only at the end. */
+  evalEvery: number;
+}
+
+export interface TrainRequest extends RunSettings {
+  dataset: string;
+  /** The model, for the saved run: how the page loads it again (null: picked files) and its name. */
+  model: { source: ReloadableModelSource | null; label: string };
+  /** Continue the run saved in browser storage from its checkpoint (settings and dataset must match it). */
+  fromCheckpoint: boolean;
 }
 
 export interface TrainResult {
-  stopReason: string;
+  /**
+   * completed, or diverged (the run is over); paused (the worker keeps it: resumeTraining continues it, endTraining
+   * ends it), or checkpointFailed (kept as when paused; `checkpointError` says why the checkpoint was not written).
+   */
+  stopReason: 'completed' | 'diverged' | 'paused' | 'checkpointFailed';
   step: number;
   tokensPerSecond: number;
+  /** Steps done at the run's last checkpoint in browser storage, or null when none was saved. */
+  checkpointStep: number | null;
+  checkpointError: string | null;
+}
+
+/** A loss at a step of a run (training or validation). */
+export interface LossPoint {
+  step: number;
+  loss: number;
+}
+
+/** The engine's accounted GPU bytes by category (engine/memory.ts) after a step, and the run's peak total. */
+export interface TrainMemory {
+  total: number;
+  byCategory: Record<MemoryCategory, number>;
+  peakTotal: number;
+}
+
+/** What browser storage keeps about a run besides its checkpoint and dataset (calls/savedRun.ts, run.json). */
+export interface SavedRunDescription {
+  runId: string;
+  /** ms since the epoch. */
+  createdAt: number;
+  model: { source: ReloadableModelSource | null; label: string; modelType: string };
+  settings: RunSettings;
+  dataset: { characters: number; fingerprint: string };
+}
+
+/** A run saved in browser storage, as a reloaded page finds it. */
+export interface SavedRun {
+  description: SavedRunDescription;
+  /** Steps done at its checkpoint; 0 when it stopped before its first checkpoint. */
+  checkpointStep: number;
+  /** When the checkpoint (or, before one, the run) was saved, ms since the epoch. */
+  savedAt: number;
+  dataset: string;
 }
 
 export type EngineEvent =
@@ -204,8 +308,18 @@ export type EngineEvent =
   /** A generated token and the text it adds (empty while a multi-byte character is incomplete). */
   | { type: 'token'; delta: string; tokenId: number; index: number }
   | { type: 'deviceLost'; reason: string; message: string }
+  /** An export in progress: tensors read back and merged ('read', unit tensors), then the file built ('write'). */
+  | { type: 'exportProgress'; phase: 'read' | 'write'; item: string; done: number; total: number }
+  /** The ONNX session of an onnxGenerate call is ready; tokens follow. */
+  | ({ type: 'onnxSession' } & OnnxSessionInfo)
   /** A finished optimizer step of a training run (reported one step late by the Trainer). */
-  | { type: 'trainStep'; step: number; steps: number; loss: number; skipped: boolean; tokensPerSecond: number; elapsedMs: number; etaMs: number };
+  | { type: 'trainStep'; step: number; steps: number; loss: number; skipped: boolean; tokensPerSecond: number; elapsedMs: number; etaMs: number; memory: TrainMemory }
+  /** The validation loss after `step` steps. */
+  | { type: 'trainEval'; step: number; loss: number; perplexity: number }
+  /** A checkpoint of `step` steps was written to browser storage. */
+  | { type: 'trainCheckpoint'; step: number; bytes: number }
+  /** A run resumed from its checkpoint: the steps done and the losses so far. */
+  | { type: 'trainRestored'; step: number; steps: number; losses: LossPoint[]; evals: LossPoint[] };
 
 /** Every failure, as data. `kind` says what the UI can do about it. */
 export type FailureKind =
@@ -235,6 +349,33 @@ export interface EngineFailure {
   estimate?: MemoryEstimate;
 }
 
+/** The adapter download: one safetensors file carrying its config (adapterBundle.ts), or a zip of the library's own files. */
+export type AdapterDownloadFormat = 'safetensors' | 'zip';
+
+/** The merged-model download: a zip of a Hugging Face model folder, or one .onnx file. */
+export type MergedDownloadFormat = 'zip' | 'onnx';
+
+export interface ImportAdapterRequest {
+  /** One tabtune .safetensors bundle, one .zip, or adapter_config.json with its weights file. */
+  files: File[];
+  /**
+   * The page's method settings: `method` says whether a LoRA file goes onto the f32 weights ('lora') or onto NF4
+   * layers ('qlora'); the fields the file does not set (e.g. the other method's) are kept in the result.
+   */
+  settings: MethodSettings;
+}
+
+export interface ImportedAdapterSummary {
+  /** The adapter now attached; a train call whose method equals attached.settings continues training it. */
+  attached: AttachedMethod;
+  /** 'peft': LoRA files of Hugging Face PEFT; 'adapterhub': bottleneck files of AdapterHub. */
+  layout: 'peft' | 'adapterhub';
+  /** The picked file(s), for messages. */
+  source: string;
+  /** Findings that did not stop the import (another base model name, ignored keys). */
+  warnings: string[];
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // The call table
 
@@ -256,14 +397,34 @@ export interface Calls {
   attachedMethod: { payload: Record<string, never>; result: AttachedMethod | null };
   /** Parse and tokenize a dataset with the loaded model's tokenizer; nothing is kept. */
   inspectDataset: { payload: { text: string; seqLen: number }; result: DatasetSummary };
-  /** Train the attached adapter (attaching `method` first when it differs). Events: trainStep. Cancel stops at a step boundary. */
+  /**
+   * Train the attached adapter (attaching `method` first when it differs), or continue the saved run (fromCheckpoint).
+   * Events: trainStep, trainEval, trainCheckpoint, trainRestored. Cancel pauses at a step boundary: the result says
+   * 'paused' and the worker keeps the run for resumeTraining or endTraining.
+   */
   train: { payload: TrainRequest; result: TrainResult };
-  /** The attached adapter as one safetensors file whose header metadata carries its config (adapterBundle.ts). */
-  exportAdapter: { payload: Record<string, never>; result: { fileName: string; bytes: Uint8Array } };
+  /** Continue the paused run the worker keeps. Events and cancel as train. */
+  resumeTraining: { payload: Record<string, never>; result: TrainResult };
+  /** End the kept run (free its optimizer state) and remove its saved run; the trained adapter stays attached. */
+  endTraining: { payload: Record<string, never>; result: { ended: boolean } };
+  /** The run saved in browser storage (after a reload or a crash), or null. SavedRunError when it is unreadable. */
+  savedRun: { payload: Record<string, never>; result: SavedRun | null };
+  /** Remove the saved run from browser storage. */
+  discardSavedRun: { payload: Record<string, never>; result: { discarded: boolean } };
+  /** The attached adapter as one safetensors file with its config in the metadata (default), or a zip of the library's files. */
+  exportAdapter: { payload: { format?: AdapterDownloadFormat }; result: { fileName: string; bytes: Uint8Array } };
+  /** The model with the attached LoRA/QLoRA adapter merged in (nothing attached changes), as a Hugging Face folder zip or an .onnx file (kept for the playground). Events: exportProgress. */
+  exportMerged: { payload: { format: MergedDownloadFormat }; result: { fileName: string; bytes: Uint8Array } };
+  /** Replace the attached adapter by one read from picked files (a tabtune bundle, a zip, or PEFT's two files), checked against the loaded model. */
+  importAdapter: { payload: ImportAdapterRequest; result: ImportedAdapterSummary };
   /** Abort call `target` (a load or a generation). Resolves at once; the target settles on its own. */
   cancel: { payload: { target: number }; result: { found: boolean } };
   /** Fault injection for tests: destroy the device as a driver reset would. */
   loseDevice: { payload: Record<string, never>; result: { lost: boolean } };
+  /** Generate with ONNX Runtime Web's WebGPU EP from an .onnx file. Events: onnxSession, token. Cancel as generate. */
+  onnxGenerate: { payload: OnnxGenerateRequest; result: OnnxGenerateResult };
+  /** The ONNX export the worker keeps for the playground, or null. */
+  keptOnnx: { payload: Record<string, never>; result: { fileName: string; bytes: number } | null };
 }
 
 export type CallType = keyof Calls;

@@ -132,7 +132,7 @@ it('loads picked files; a bad pick or hub id is reported and leaves the loaded m
   const page = await app.browser.newPage();
   await page.goto(app.url);
   await page.getByTestId('model-select').selectOption('files');
-  const filesInput = page.locator('input[type=file]:not([webkitdirectory])');
+  const filesInput = page.getByTestId('model-files');
   const demoFiles = ['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'];
   await filesInput.setInputFiles(demoFiles.map((name) => join(DEMO, name)));
   await page.getByText('5 files: config.json').waitFor();

@@ -1,8 +1,10 @@
 // Share links in a real Chromium: load the demo model, choose the adapter method and a few settings, make a share
 // link, open it in a new page: the confirmation lists the configuration and nothing is loaded until it is
 // confirmed; confirming loads the demo model with the shared method, settings and dataset (and does not train).
+// A demo link offers one button instead, which loads the model, sets everything up and trains.
 
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { decodeShareConfig } from '../../src/share/shareLink.ts';
 import { loadDemo, startApp, type App } from './browser.ts';
 
 const DATASET = 'In the beginning God created the heaven and the earth.\n\nAnd God said, Let there be light: and there was light.';
@@ -63,4 +65,62 @@ it('opens a share link in a new page, asks first, then sets up the same configur
 
   expect(errors).toEqual([]);
   await Promise.all([page.close(), shared.close(), bad.close()]);
+});
+
+it('a demo link starts the shared demo with one click: load, set up, train', { timeout: 400_000 }, async () => {
+  const page = await app.browser.newPage();
+  const errors: string[] = [];
+  page.on('pageerror', (error) => errors.push(error.message));
+  await page.goto(app.url);
+  await page.getByTestId('share-demo-mode').check();
+  await page.getByTestId('share-link').click();
+  // Nothing to link to yet: the problem is said, no link is made.
+  await page.getByText('Load the demo model or a hub model first', { exact: false }).waitFor({ timeout: 10_000 });
+  await loadDemo(page);
+  await page.getByTestId('method-select').selectOption('lora');
+  await page.getByLabel('Sequence length').fill('16');
+  await page.getByTestId('steps-input').fill('4');
+  await page.getByTestId('share-link').click();
+  // A demo link needs a dataset to train on.
+  await page.getByText('A demo link starts training, so it needs a dataset', { exact: false }).waitFor({ timeout: 10_000 });
+  expect(await page.getByTestId('share-url').inputValue()).toBe('');
+  await page.getByTestId('dataset-input').fill(DATASET);
+  await page.getByTestId('share-link').click();
+  await expect.poll(() => page.getByTestId('share-url').inputValue(), { timeout: 10_000, interval: 100 }).toContain('#share=');
+  const url = await page.getByTestId('share-url').inputValue();
+  const config = await decodeShareConfig(url.slice(url.indexOf('#')));
+  expect(config).toMatchObject({ demo: true, model: { kind: 'demo' }, method: { kind: 'lora' }, train: { steps: 4, seqLength: 16 }, data: { inline: DATASET } });
+  await page.close(); // one engine at a time on this machine's CPU-emulated GPU
+
+  const demo = await app.browser.newPage();
+  demo.on('pageerror', (error) => errors.push(error.message));
+  await demo.goto(url);
+  const offer = demo.getByTestId('share-offer');
+  await offer.waitFor({ timeout: 30_000 });
+  expect((await offer.textContent()) ?? '').toContain('trains for 4 steps');
+  expect(await demo.getByTestId('share-confirm').count()).toBe(0);
+  const start = demo.getByTestId('share-start-demo');
+  await expect.poll(() => start.isEnabled(), { timeout: 60_000, interval: 250 }).toBe(true);
+  expect(await demo.getByTestId('model-status').textContent()).not.toContain('ready'); // nothing before the click
+  await start.click();
+
+  let step = 0;
+  let loss = NaN;
+  const deadline = Date.now() + 300_000;
+  while (step < 2) {
+    if (Date.now() > deadline) throw new Error(`training did not reach step 2 (at ${step})`);
+    const alert = demo.locator('.panel [role=alert]');
+    if (await alert.count()) throw new Error(`the demo failed: ${await alert.first().textContent()}`);
+    await demo.waitForTimeout(250);
+    step = Number(await demo.getByTestId('train-step').textContent());
+    loss = Number((await demo.getByTestId('train-loss').textContent()) || NaN);
+  }
+  expect(await demo.getByTestId('model-status').textContent()).toContain('ready');
+  expect(await demo.getByTestId('method-select').inputValue()).toBe('lora');
+  expect(await demo.getByTestId('dataset-input').inputValue()).toBe(DATASET);
+  expect(Number.isFinite(loss)).toBe(true);
+  expect(loss).toBeGreaterThan(0);
+  expect(await demo.getByTestId('share-offer').count()).toBe(0);
+  expect(errors).toEqual([]);
+  await demo.close();
 });

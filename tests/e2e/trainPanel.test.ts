@@ -57,7 +57,7 @@ it('trains LoRA for 3 steps in the worker and downloads the adapter', { timeout:
   expect(losses.has(3)).toBe(true);
   expect(new Set(values).size).toBeGreaterThan(1); // the loss changed between steps
   expect(await page.getByTestId('method-status').textContent()).toMatch(/trainable parameters/);
-  const points = (await page.getByTestId('loss-chart').locator('polyline').getAttribute('points')) ?? '';
+  const points = (await page.getByTestId('loss-chart').locator('polyline.loss-train').getAttribute('points')) ?? '';
   expect(points.trim().split(/\s+/).length).toBeGreaterThanOrEqual(2);
 
   const [download] = await Promise.all([page.waitForEvent('download', { timeout: 120_000 }), page.getByTestId('export-adapter').click()]);

@@ -75,6 +75,49 @@ describe('round trip', () => {
   });
 });
 
+describe('demo links', () => {
+  it('round-trips the demo field, true and false', async () => {
+    for (const demo of [true, false]) {
+      const config: ShareConfig = { ...LORA, demo };
+      const decoded = await decodeShareConfig(await encodeShareConfig(config));
+      expect(decoded).toEqual(config);
+      expect(decoded.demo).toBe(demo);
+    }
+  });
+
+  it('still reads a link made before demo links existed (same version, no demo key) as a plain link', async () => {
+    // Made by the encoder of commit 8f0de1b, before the field was added.
+    const old =
+      '#share=TcxBCsIwEEbhq8i_HqRFEZkbCLrxBpGMbXA6qcnUTcndpa5cv4-34gPuCVOOouAVr2QRjChTRiNM4mOOf0FzCSAU8JEQdB4D-EyIJc95cXBHWKrc68_xM2gVgocyiN9yXFQq2BbVRvASkm3r6jJX8IFQ5X0VG3wE9yeCFnC377q-EWLwsOFkmkzAuNjOR9k9ZEhmyQa09gU';
+    const decoded = await decodeShareConfig(old);
+    expect(decoded).toEqual({
+      v: 1,
+      model: { kind: 'demo' },
+      method: { kind: 'lora', r: 4, alpha: 8, dropout: 0, useRslora: false, targetModules: null },
+      train: { steps: 3, seqLength: 16, lr: 0.001 },
+      data: { inline: 'In the beginning' },
+    });
+    expect(Object.hasOwn(decoded, 'demo')).toBe(false);
+    expect(await decodeShareConfig(SHARE_PREFIX + (await encodeRawPayload(JSON.stringify(base()))))).toEqual(ADAPTER);
+  });
+
+  it('refuses a demo value that is not true or false, naming the field', async () => {
+    for (const demo of ['yes', 1, null, 'true', {}]) {
+      const error = await refusalOf({ ...base(), demo });
+      expect(error.field).toBe('demo');
+      expect(error.message).toBe('Share link: demo: must be true or false');
+    }
+  });
+
+  it('refuses a demo link without data to train on, when decoding and when encoding', async () => {
+    const { data: _data, ...noData } = base();
+    expect((await refusalOf({ ...noData, demo: true })).field).toBe('demo');
+    await expect(encodeShareConfig({ ...ADAPTER, data: undefined, demo: true })).rejects.toMatchObject({ name: 'ShareLinkError', field: 'demo' });
+    // A plain link without data stays fine.
+    expect(await decodeShareConfig(SHARE_PREFIX + (await encodeRawPayload(JSON.stringify({ ...noData, demo: false }))))).toMatchObject({ demo: false });
+  });
+});
+
 describe('hostile links', () => {
   it('unknown version', async () => {
     for (const v of [2, 0, '1', null]) expect((await refusalOf({ ...base(), v })).field).toBe('v');

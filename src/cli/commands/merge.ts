@@ -11,7 +11,7 @@ import { encodeSafetensors } from '../../io/safetensorsWriter.ts';
 import { localDirectory } from '../../io/sources/localDirectory.ts';
 import { loadModel } from '../../models/load.ts';
 import { LoraConfigError } from '../../peft/loraLinear.ts';
-import { MERGED_WEIGHTS_FILE, mergedModelTensors, mergedSideFiles } from '../../peft/mergedExport.ts';
+import { MERGED_WEIGHTS_FILE, mergedSideFiles, mergedTensors, mergedWeights } from '../../peft/mergedExport.ts';
 import { importLoraAdapter } from '../../peft/peftFiles.ts';
 import { loadModelQuantized } from '../../peft/qlora.ts';
 import { adapterKind } from '../adapterOption.ts';
@@ -38,7 +38,7 @@ export async function mergeCommand(args: string[]) {
     const engine = new Engine(gpu);
     const loaded = o.quant === 'nf4' ? await loadModelQuantized(engine, files, { quantType: 'nf4', doubleQuant: true }) : await loadModel(engine, files);
     progress(`loaded ${loaded.plan.tensors.length} tensors from ${files.name}`);
-    let model = loaded.model;
+    const model = loaded.model;
     try {
       let imported;
       try {
@@ -49,8 +49,7 @@ export async function mergeCommand(args: string[]) {
       }
       for (const warning of imported.warnings) progress(`warning: ${warning}`);
       const merged = imported.peft.adapterConfig().paths.length;
-      model = await imported.peft.mergeAndUnload();
-      const tensors = await mergedModelTensors(model, loaded.plan);
+      const tensors = mergedTensors(await mergedWeights(imported.peft, loaded.plan), loaded.plan);
       const weights = encodeSafetensors(tensors, { format: 'pt' }, { fileName: MERGED_WEIGHTS_FILE });
       const written = new Map(side);
       written.set(MERGED_WEIGHTS_FILE, concat([weights.header, ...weights.chunks], weights.byteLength));

@@ -1,7 +1,9 @@
 // Datasets as the loaded model's tokenizer reads them: parse (text, JSONL text, prompt/completion, chat), tokenize
-// with the loss mask, and summarise for the data panel; bad lines become a list with line numbers, not a failure.
+// with the loss mask, and summarise for the data panel (counts, the first examples token by token with their
+// masks); bad lines become a list with line numbers, not a failure.
 
 import { DatasetError, parseDataset, requireUsable, tokenizeDataset, type TokenizedDataset } from '../../train/data.ts';
+import { previewDataset } from '../datasetPreview.ts';
 import { requireLoaded, type LoadedModel } from '../engineState.ts';
 import { BadRequestError } from '../failures.ts';
 import type { DatasetSummary, Payload } from '../protocol.ts';
@@ -36,9 +38,10 @@ export async function inspectDataset({ text, seqLen }: Payload<'inspectDataset'>
       issueCount: dataset.issueCount,
       issues: dataset.issues.map((i) => ({ line: i.line, message: i.message })),
       problem,
+      preview: previewDataset(dataset, current.tokenizer),
     };
   } catch (error) {
     if (!(error instanceof DatasetError)) throw error;
-    return { format: '—', examples: 0, tokens: 0, targetTokens: 0, issueCount: error.issues.length, issues: error.issues.map((i) => ({ line: i.line, message: i.message })), problem: error.message };
+    return { format: '—', examples: 0, tokens: 0, targetTokens: 0, issueCount: error.issues.length, issues: error.issues.map((i) => ({ line: i.line, message: i.message })), problem: error.message, preview: [] };
   }
 }

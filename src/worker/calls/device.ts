@@ -53,6 +53,7 @@ export async function init(): Promise<DeviceSummary> {
     engineState.device = null;
     engineState.loaded = null; // its buffers went with the device
     engineState.adapted = null;
+    engineState.training = null; // its trainer's buffers too; the run continues from its checkpoint
     emitter(null)({ type: 'deviceLost', reason: info.reason ?? 'unknown', message: info.message });
   });
   return summary;

@@ -114,6 +114,6 @@ export async function loadModelCall(payload: Payload<'loadModel'>, ctx: CallCont
     hasChatTemplate: chatTemplate !== null,
     warnings: [...warnings.map((w) => w.message), ...tokenizer.warnings],
   };
-  engineState.loaded = { model, tokenizer, chatTemplate, summary, quantized: false };
+  engineState.loaded = { model, tokenizer, chatTemplate, summary, quantized: false, files, plan };
   return summary;
 }

@@ -1,6 +1,7 @@
 // Attaching a method's adapter to the loaded model: LoRA wrappers on the target linears (after converting them
 // to NF4 in place for QLoRA), or bottleneck adapters on residual hooks; the summary counts what will train.
 
+import type { CausalLM } from '../../models/model.ts';
 import { BottleneckModel, bottleneckConfig } from '../../peft/bottleneckModel.ts';
 import { attachLora, type PeftModel } from '../../peft/peftModel.ts';
 import { quantizeLinears } from '../../peft/qlora.ts';
@@ -34,6 +35,36 @@ export function detachAdapter(): void {
   engineState.adapted = null;
 }
 
+/** Make `peft` (attached to the loaded model) the adapter of record, with `settings` as its key; its summary. */
+export function adoptLora(model: CausalLM, peft: PeftModel, settings: MethodSettings): AttachedMethod {
+  const counts = peft.parameterCounts();
+  const summary: AttachedMethod = {
+    settings,
+    trainableParameters: counts.trainable,
+    totalParameters: counts.total,
+    targets: [...peft.adapterConfig().paths],
+    defaultTargets: defaultTargetModules(model.config.modelType),
+  };
+  engineState.adapted = { key: JSON.stringify(settings), peft, bottleneck: null, params: [...peft.trainableParameters().values()], summary };
+  return summary;
+}
+
+/** Make `bottleneck` (attached to the loaded model) the adapter of record, with `settings` as its key; its summary. */
+export function adoptBottleneck(model: CausalLM, bottleneck: BottleneckModel, settings: MethodSettings): AttachedMethod {
+  let totalBase = 0;
+  for (const tensor of model.parameters().values()) totalBase += tensor.size;
+  const trainable = bottleneck.trainableParameterCount();
+  const summary: AttachedMethod = {
+    settings,
+    trainableParameters: trainable,
+    totalParameters: totalBase + trainable,
+    targets: bottleneck.placements().map((p) => `layer ${p.layer} ${p.slot} (${p.downSize})`),
+    defaultTargets: defaultTargetModules(model.config.modelType),
+  };
+  engineState.adapted = { key: JSON.stringify(settings), peft: null, bottleneck, params: [...bottleneck.trainableParameters().values()], summary };
+  return summary;
+}
+
 export async function attachMethod(settings: MethodSettings): Promise<AttachedMethod> {
   const current = requireLoaded();
   checkSettings(settings);
@@ -43,9 +74,6 @@ export async function attachMethod(settings: MethodSettings): Promise<AttachedMe
   detachAdapter();
   const model = current.model;
   const seed = 0;
-  const defaultTargets = defaultTargetModules(model.config.modelType);
-  let totalBase = 0;
-  for (const tensor of model.parameters().values()) totalBase += tensor.size;
   if (settings.method === 'adapter') {
     const bottleneck = BottleneckModel.attach(model);
     try {
@@ -54,16 +82,7 @@ export async function attachMethod(settings: MethodSettings): Promise<AttachedMe
       bottleneck.detach();
       throw new BadRequestError((error as Error).message);
     }
-    const trainable = bottleneck.trainableParameterCount();
-    const summary: AttachedMethod = {
-      settings,
-      trainableParameters: trainable,
-      totalParameters: totalBase + trainable,
-      targets: bottleneck.placements().map((p) => `layer ${p.layer} ${p.slot} (${p.downSize})`),
-      defaultTargets,
-    };
-    engineState.adapted = { key: JSON.stringify(settings), peft: null, bottleneck, params: [...bottleneck.trainableParameters().values()], summary };
-    return summary;
+    return adoptBottleneck(model, bottleneck, settings);
   }
   if (settings.method === 'qlora' && !current.quantized) {
     await quantizeLinears(model, { quantType: 'nf4', doubleQuant: true });
@@ -76,8 +95,5 @@ export async function attachMethod(settings: MethodSettings): Promise<AttachedMe
     if (error instanceof Error && !(error instanceof RangeError)) throw new BadRequestError(error.message);
     throw error;
   }
-  const counts = peft.parameterCounts();
-  const summary: AttachedMethod = { settings, trainableParameters: counts.trainable, totalParameters: counts.total, targets: [...peft.adapterConfig().paths], defaultTargets };
-  engineState.adapted = { key: JSON.stringify(settings), peft, bottleneck: null, params: [...peft.trainableParameters().values()], summary };
-  return summary;
+  return adoptLora(model, peft, settings);
 }
