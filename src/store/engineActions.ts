@@ -1,9 +1,11 @@
-// Starting the engine: connect the worker client, listen for news (a lost device), acquire the GPU, and start
-// again after a loss.
+// Starting the engine: connect the worker client, listen for news (a lost device), acquire the GPU, look for a
+// saved run, open with the demo model loaded, and start again after a loss.
 
 import type { EngineClient } from '../worker/client.ts';
 import { engine, failureOf, setEngineClient, state } from './engineClient.ts';
 import { demoSource, loadModel } from './modelActions.ts';
+import { checkSavedRun } from './savedRunActions.ts';
+import { isShareFragment } from './shareActions.ts';
 import { markInterrupted } from './trainingActions.ts';
 
 /** Attach the worker client, listen for news, and start the engine (or say why WebGPU is missing). */
@@ -16,7 +18,19 @@ export async function connectEngine(connected: EngineClient): Promise<void> {
     state().patchTraining({ attached: null });
     markInterrupted(); // a run in progress or paused can continue from its checkpoint
   });
-  await startEngine();
+  if (await startEngine()) await openingModel();
+}
+
+/**
+ * A page opens with the demo model loaded, ready to train offline, unless something waits for the user's choice:
+ * a share link's offer, or a run saved in browser storage that can be resumed.
+ */
+async function openingModel(): Promise<void> {
+  await checkSavedRun();
+  const { share, training, model } = state();
+  if (share.incoming !== null || isShareFragment(location.hash)) return;
+  if (training.savedRun.state !== 'none' || model.status !== 'none') return;
+  await loadModel(demoSource(), 'Demo model');
 }
 
 /** Shown without starting anything when the page itself has no WebGPU. */

@@ -9,12 +9,12 @@ import { demoSource, loadModel } from './modelActions.ts';
 import type { ReloadableSource } from './model.ts';
 import { startTraining } from './trainingActions.ts';
 
-let checked = false;
-
-/** Once the engine is up: is there a saved run to offer? (A damaged one is offered for discarding only.) */
+/**
+ * Once the engine is up (at start, or in a tab that takes the engine over from another): is there a saved run to
+ * offer? A damaged one is offered for discarding only. A run this tab is training or holds paused is its own.
+ */
 export async function checkSavedRun(): Promise<void> {
-  if (checked) return;
-  checked = true;
+  if (state().training.phase !== 'idle' || state().training.savedRun.state === 'resuming') return;
   state().patchTraining({ savedRun: { state: 'checking' } });
   try {
     const run = await engine().call('savedRun', {});

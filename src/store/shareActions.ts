@@ -62,8 +62,13 @@ export function setShareDemoMode(demoMode: boolean): void {
 }
 
 /** Read a `#share=` fragment into an offer (or the reason it is refused). Starts nothing. */
+/** Whether a URL fragment carries a share link (read or not yet). */
+export function isShareFragment(fragment: string): boolean {
+  return fragment.startsWith(SHARE_PREFIX);
+}
+
 export async function openShareLink(fragment: string): Promise<void> {
-  if (!fragment.startsWith(SHARE_PREFIX)) return;
+  if (!isShareFragment(fragment)) return;
   try {
     state().patchShare({ incoming: { state: 'offer', config: await decodeShareConfig(fragment) } });
   } catch (error) {

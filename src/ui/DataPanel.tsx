@@ -11,6 +11,7 @@ import { useApp } from '../store/index.ts';
 import { inspectDataset } from '../store/trainingActions.ts';
 import { DatasetPreview } from './DatasetPreview.tsx';
 import { DATASET_FILE_ACCEPT, readDatasetFile } from './datasetFile.ts';
+import { EXAMPLE_DATASET } from './exampleDataset.ts';
 import { formatBytes, formatCount } from './format.ts';
 import './DataPanel.css';
 
@@ -182,6 +183,9 @@ function DatasetSource({
         />
         <button type="button" className="secondary" onClick={() => input.current?.click()} disabled={disabled}>
           Choose a file…
+        </button>
+        <button type="button" className="secondary" data-testid="dataset-example" onClick={() => onText(EXAMPLE_DATASET, null)} disabled={disabled}>
+          Use an example
         </button>
         {(fileName !== null || large) && (
           <button type="button" className="secondary" onClick={() => onText('', null)} disabled={disabled}>

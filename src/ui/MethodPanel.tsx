@@ -5,8 +5,11 @@ import { useId } from 'react';
 import { useApp } from '../store/index.ts';
 import { attachMethod } from '../store/trainingActions.ts';
 import type { MethodKind } from '../worker/protocol.ts';
-import { formatCount } from './format.ts';
+import { formatBytes, formatCount } from './format.ts';
 import { numberOr } from './numberInput.ts';
+
+/** f32 weight, gradient and AdamW's two moments per trained parameter. */
+const TRAINING_BYTES_PER_PARAMETER = 16;
 
 export function MethodPanel() {
   const settings = useApp((s) => s.training.settings);
@@ -92,7 +95,7 @@ export function MethodPanel() {
         </div>
         <p className="status" role="status" data-testid="method-status">
           {attached
-            ? `${formatCount(attached.trainableParameters)} trainable parameters (${((100 * attached.trainableParameters) / attached.totalParameters).toFixed(3)}% of ${formatCount(attached.totalParameters)}) in ${attached.targets.length} ${lora ? 'modules' : 'adapter sites'}.`
+            ? `${formatCount(attached.trainableParameters)} trainable parameters (${((100 * attached.trainableParameters) / attached.totalParameters).toFixed(3)}% of ${formatCount(attached.totalParameters)}) in ${attached.targets.length} ${lora ? 'modules' : 'adapter sites'}; ${formatBytes(attached.trainableParameters * TRAINING_BYTES_PER_PARAMETER)} of GPU memory to train them (weights, gradients and AdamW moments in f32).`
             : modelReady
               ? 'Not attached yet: Attach, or start training, attaches it.'
               : 'Load a model first.'}

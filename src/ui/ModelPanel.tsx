@@ -139,7 +139,7 @@ export function ModelPanel() {
             </button>
           )}
           {model.status === 'ready' && !busy && (
-            <button type="button" className="secondary" onClick={() => void unloadModel()}>
+            <button type="button" className="secondary" data-testid="model-unload" onClick={() => void unloadModel()}>
               Unload
             </button>
           )}

@@ -3,9 +3,9 @@
 // the settings and dataset, continues from the checkpoint) and Discard. A saved run that cannot be read is
 // offered for discarding only.
 
-import { useEffect, useId } from 'react';
+import { useId } from 'react';
 import { useApp } from '../store/index.ts';
-import { checkSavedRun, discardSavedRun, resumeSavedRun } from '../store/savedRunActions.ts';
+import { discardSavedRun, resumeSavedRun } from '../store/savedRunActions.ts';
 import type { MethodKind, SavedRun } from '../worker/protocol.ts';
 import './ResumeOffer.css';
 
@@ -19,12 +19,8 @@ function describe(run: SavedRun): string {
 
 export function ResumeOffer() {
   const offer = useApp((s) => s.training.savedRun);
-  const gpuReady = useApp((s) => s.gpu.state === 'ready');
   const busy = useApp((s) => s.training.running || s.model.status === 'loading');
   const id = useId();
-  useEffect(() => {
-    if (gpuReady) void checkSavedRun();
-  }, [gpuReady]);
   if (offer.state === 'none' || offer.state === 'checking') return null;
   if (offer.state === 'unreadable') {
     return (

@@ -109,6 +109,8 @@ it('loads the demo model and streams the greedy text that Node and PyTorch compu
   const errors: string[] = [];
   page.on('pageerror', (error) => errors.push(error.message));
   await page.goto(app.url);
+  // The page opens with the demo model loaded, without a click.
+  await expect.poll(() => page.getByTestId('model-status').textContent(), { timeout: 90_000, interval: 250 }).toMatch(/^ready: Demo model \(llama/);
   await loadDemo(page);
   const summary = await page.getByTestId('model-summary').textContent();
   expect(summary).toMatch(/llama/);

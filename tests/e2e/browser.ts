@@ -51,9 +51,17 @@ export async function startApp(): Promise<App> {
   };
 }
 
-/** Load the built-in demo model through the model panel and wait until it is ready. */
+/**
+ * The built-in demo model, ready: a fresh page loads it by itself; a page that did not (opened with a share link
+ * or a saved run, or unloaded) loads it through the model panel here.
+ */
 export async function loadDemo(page: Page): Promise<void> {
-  await page.getByTestId('model-select').selectOption('demo');
-  await page.getByTestId('model-load').click({ timeout: 60_000 }); // enabled once the engine has its device
-  await expect.poll(() => page.getByTestId('model-status').textContent(), { timeout: 90_000, interval: 250 }).toContain('ready');
+  const status = async () => (await page.getByTestId('model-status').textContent()) ?? '';
+  const loadingOrReady = async () => /ready|Loading/.test(await status());
+  await expect.poll(async () => (await loadingOrReady()) || (await page.getByTestId('model-load').isEnabled()), { timeout: 90_000, interval: 100 }).toBe(true);
+  if (!(await loadingOrReady())) {
+    await page.getByTestId('model-select').selectOption('demo');
+    await page.getByTestId('model-load').click({ timeout: 60_000 });
+  }
+  await expect.poll(status, { timeout: 90_000, interval: 250 }).toMatch(/ready: Demo model/);
 }

@@ -12,6 +12,7 @@ import { parseDataset, tokenizeDataset } from '../../src/train/data.ts';
 import { chipText } from '../../src/ui/DatasetPreview.tsx';
 import { formatCount } from '../../src/ui/format.ts';
 import { previewDataset } from '../../src/worker/datasetPreview.ts';
+import { EXAMPLE_DATASET } from '../../src/ui/exampleDataset.ts';
 import { loadDemo, startApp, type App } from './browser.ts';
 
 const DEMO = new URL('../../public/demo/', import.meta.url).pathname;
@@ -159,6 +160,17 @@ describe('the data panel', () => {
     expect(await drawnPreview(page)).toEqual(want.rows.map(({ line, chips }) => ({ line, chips })));
     // Plain text: every token but the first is trained.
     expect(want.rows[0].chips.map((c) => c.trained)).toEqual(want.rows[0].chips.map((_, i) => i > 0));
+  });
+
+  it('fills the example dataset: question/answer pairs whose questions are masked', { timeout: 120_000 }, async () => {
+    await demoLoaded();
+    await page.getByTestId('dataset-example').click();
+    expect(await page.getByTestId('dataset-input').inputValue()).toBe(EXAMPLE_DATASET);
+    const want = await expected(EXAMPLE_DATASET);
+    expect(want.summary).toMatch(/^prompt-completion: 12 examples, /);
+    await expect.poll(() => summaryLine(page), { timeout: 30_000, interval: 250 }).toBe(want.summary);
+    expect(await drawnPreview(page)).toEqual(want.rows.map(({ line, chips }) => ({ line, chips })));
+    expect(want.rows[0].chips.filter((c) => c.trained).map((c) => c.text).join('')).toBe(' God created the heaven and the earth.<|endoftext|>');
   });
 
   it('shows a file too long to edit read-only, with its head, and counts all of it', { timeout: 180_000 }, async () => {

@@ -72,6 +72,9 @@ it('a demo link starts the shared demo with one click: load, set up, train', { t
   const errors: string[] = [];
   page.on('pageerror', (error) => errors.push(error.message));
   await page.goto(app.url);
+  await loadDemo(page); // the page opens with the demo model; unloaded, there is nothing to link to
+  await page.getByTestId('model-unload').click();
+  await expect.poll(() => page.getByTestId('model-status').textContent(), { timeout: 30_000, interval: 100 }).not.toContain('ready');
   await page.getByTestId('share-demo-mode').check();
   await page.getByTestId('share-link').click();
   // Nothing to link to yet: the problem is said, no link is made.
