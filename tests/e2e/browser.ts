@@ -29,6 +29,8 @@ const CHROMIUM_FLAGS = [
 
 export interface App {
   url: string;
+  /** The production build the preview server serves. */
+  outDir: string;
   browser: Browser;
   close(): Promise<void>;
 }
@@ -42,6 +44,7 @@ export async function startApp(): Promise<App> {
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_FLAGS }); // a fresh profile each launch
   return {
     url: `http://127.0.0.1:${address.port}/`,
+    outDir,
     browser,
     async close() {
       await browser.close();
