@@ -3,7 +3,7 @@
 // that picked them.
 
 import type { StateCreator } from 'zustand';
-import type { CatalogEntry, EngineFailure, LoadPhase, MemoryEstimate, ModelSummary } from '../worker/protocol.ts';
+import type { CatalogEntry, EngineFailure, LoadPhase, MemoryEstimate, ModelSummary, WeightStorage } from '../worker/protocol.ts';
 import type { AppState } from './index.ts';
 
 export interface LoadProgress {
@@ -36,6 +36,8 @@ export interface ModelState {
   reloadable: ReloadableSource | null;
   /** The worker call id of the load in progress (to cancel it). */
   callId: number | null;
+  /** How the next load holds the weights: f32, or the block linears in NF4 (QLoRA's base). */
+  weights: WeightStorage;
 }
 
 export interface ModelSlice {
@@ -53,6 +55,7 @@ export const initialModelState: ModelState = {
   error: null,
   reloadable: null,
   callId: null,
+  weights: 'f32',
 };
 
 export const createModelSlice: StateCreator<AppState, [], [], ModelSlice> = (set) => ({

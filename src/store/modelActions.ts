@@ -1,6 +1,6 @@
 // Loading and unloading models through the worker, with progress and the memory estimate in the model slice.
 
-import type { ModelSource } from '../worker/protocol.ts';
+import type { MethodKind, ModelSource, WeightStorage } from '../worker/protocol.ts';
 import { engine, failureOf, state } from './engineClient.ts';
 import type { ReloadableSource } from './model.ts';
 import { inspectDataset } from './trainingActions.ts';
@@ -15,10 +15,12 @@ function reloadableOf(source: ModelSource): ReloadableSource | null {
   return null;
 }
 
-export async function loadModel(source: ModelSource, label: string, ignoreBudget = false): Promise<void> {
+/** Load a model; `weights` (default: the model panel's choice, which it then becomes) says f32 or NF4 linears. */
+export async function loadModel(source: ModelSource, label: string, ignoreBudget = false, weights: WeightStorage = state().model.weights): Promise<void> {
   if (state().model.status === 'loading') return;
+  state().patchModel({ weights });
   const previous = state().model;
-  const running = engine().start('loadModel', { source, ignoreBudget }, (event) => {
+  const running = engine().start('loadModel', { source, ignoreBudget, weights }, (event) => {
     if (event.type === 'loadProgress') {
       const { phase, item, done, total, unit } = event;
       state().patchModel({ progress: { phase, item, done, total, unit } });
@@ -53,4 +55,9 @@ export async function unloadModel(): Promise<void> {
   await engine().call('unloadModel', {});
   state().patchModel({ status: 'none', summary: null, error: null, estimate: null });
   state().patchTraining({ attached: null });
+}
+
+/** The weights a method trains on: QLoRA's NF4 base, f32 for LoRA and adapters. */
+export function weightsFor(method: MethodKind): WeightStorage {
+  return method === 'qlora' ? 'nf4' : 'f32';
 }

@@ -5,7 +5,7 @@
 import type { ModelSource, SavedRun } from '../worker/protocol.ts';
 import { restartEngine } from './engineActions.ts';
 import { engine, failureOf, state } from './engineClient.ts';
-import { demoSource, loadModel } from './modelActions.ts';
+import { demoSource, loadModel, weightsFor } from './modelActions.ts';
 import type { ReloadableSource } from './model.ts';
 import { startTraining } from './trainingActions.ts';
 
@@ -48,7 +48,7 @@ export async function resumeSavedRun(): Promise<void> {
   if (source) {
     const { model } = state();
     if (model.status !== 'ready' || !sameSource(model.reloadable, source)) {
-      await loadModel(modelSourceOf(source), label);
+      await loadModel(modelSourceOf(source), label, false, weightsFor(run.description.settings.method.method));
       const after = state().model;
       if (after.status !== 'ready' || !sameSource(after.reloadable, source)) {
         offerAgain(run, `${label} could not be loaded${after.error ? `: ${after.error.message}` : '.'}`);

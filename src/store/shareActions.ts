@@ -6,7 +6,7 @@
 import { parseHubSpec, resolveHubEndpoint } from '../io/sources/hub.ts';
 import { decodeShareConfig, encodeShareConfig, SHARE_PREFIX, type ShareConfig, type ShareMethod } from '../share/shareLink.ts';
 import type { ModelSource } from '../worker/protocol.ts';
-import { demoSource, loadModel } from './modelActions.ts';
+import { demoSource, loadModel, weightsFor } from './modelActions.ts';
 import { useApp } from './index.ts';
 import { startTraining } from './trainingActions.ts';
 
@@ -128,7 +128,7 @@ export async function applyShareLink(): Promise<void> {
   }
   const source: ModelSource = model.kind === 'demo' ? demoSource() : { kind: 'hub', spec: model.id, ...(model.endpoint ? { endpoint: model.endpoint } : {}) };
   state().patchShare({ incoming: null });
-  await loadModel(source, model.kind === 'demo' ? 'Demo model' : model.id);
+  await loadModel(source, model.kind === 'demo' ? 'Demo model' : model.id, false, weightsFor(method.kind));
 }
 
 /** The user's one click on a demo link: set up as applyShareLink does, then start training when all went well. */

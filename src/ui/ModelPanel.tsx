@@ -22,6 +22,7 @@ interface Picked {
 export function ModelPanel() {
   const model = useApp((s) => s.model);
   const gpu = useApp((s) => s.gpu);
+  const patchModel = useApp((s) => s.patchModel);
   const [choice, setChoice] = useState<Choice>('demo');
   const [spec, setSpec] = useState('');
   const [picked, setPicked] = useState<Picked[]>([]);
@@ -129,6 +130,10 @@ export function ModelPanel() {
           )}
         </div>
 
+        <label className="check">
+          <input type="checkbox" data-testid="model-nf4" checked={model.weights === 'nf4'} disabled={busy} onChange={(e) => patchModel({ weights: e.target.checked ? 'nf4' : 'f32' })} />
+          Linear layers in NF4 (QLoRA's 4-bit base: about 7× less memory for them; LoRA and adapters need f32)
+        </label>
         <div className="actions">
           <button type="submit" data-testid="model-load" disabled={!gpuReady || busy || chosen === null}>
             Load
@@ -173,7 +178,7 @@ export function ModelPanel() {
 
 function statusText(status: string, label: string | null, summary: ModelSummary | null): string {
   if (status === 'loading') return `Loading ${label ?? 'the model'}…`;
-  if (status === 'ready' && summary) return `ready: ${summary.name} (${summary.modelType}, ${formatCount(summary.parameterCount)} parameters)`;
+  if (status === 'ready' && summary) return `ready: ${summary.name} (${summary.modelType}, ${formatCount(summary.parameterCount)} parameters${summary.weights === 'nf4' ? ', linears in NF4' : ''})`;
   return 'No model loaded.';
 }
 
@@ -218,7 +223,7 @@ function CatalogFacts({ entry }: { entry: CatalogEntry }) {
         </dd>
         <dt>Memory, NF4</dt>
         <dd>
-          {formatBytes(entry.nf4.totalBytes)} <Verdict estimate={entry.nf4} /> <span className="hint">(QLoRA storage; loading here is f32 for now)</span>
+          {formatBytes(entry.nf4.totalBytes)} <Verdict estimate={entry.nf4} /> <span className="hint">(QLoRA's base: load with "Linear layers in NF4")</span>
         </dd>
       </dl>
     </div>
@@ -270,7 +275,8 @@ function SummaryFacts({ summary }: { summary: ModelSummary }) {
         </dd>
         <dt>Parameters</dt>
         <dd>
-          {formatCount(summary.parameterCount)} ({formatBytes(summary.gpuWeightBytes)} on the GPU as f32{summary.storedDtype ? `; stored as ${summary.storedDtype}` : ''})
+          {formatCount(summary.parameterCount)} ({formatBytes(summary.gpuWeightBytes)} on the GPU as {summary.weights === 'nf4' ? 'NF4 linears, the rest f32' : 'f32'}
+          {summary.storedDtype ? `; stored as ${summary.storedDtype}` : ''})
         </dd>
         <dt>Layers</dt>
         <dd>{summary.layers}</dd>

@@ -10,7 +10,7 @@ import { expectedTensors } from '../models/weights.ts';
 import { isQuantizedLinearWeight } from '../quant/quantizeModel.ts';
 import { blockCount, NESTED_BLOCKSIZE } from '../quant/quantState.ts';
 import { TABLE_LENGTH } from '../quant/gpuQuantize.ts';
-import type { MemoryEstimate } from './protocol.ts';
+import type { MemoryEstimate, WeightStorage } from './protocol.ts';
 
 /** Positions the playground's KV cache holds at most (prompt + new tokens), and the longest prompt it plans for. */
 export const GENERATION_CONTEXT = 1024;
@@ -18,8 +18,6 @@ export const PLANNED_PROMPT_TOKENS = 512;
 
 /** QLoRA's storage: NF4 codes in blocks of 64 with double-quantized absmax (bitsandbytes' defaults for QLoRA). */
 export const NF4_BLOCKSIZE = 64;
-
-export type WeightStorage = 'f32' | 'nf4';
 
 export interface DeviceCapacity {
   maxBindingBytes: number;

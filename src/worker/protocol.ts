@@ -25,6 +25,9 @@ export type ModelSource =
   | { kind: 'hub'; spec: string; endpoint?: string }
   | { kind: 'files'; files: { path: string; file: File }[] };
 
+/** How a model's weights are held on the GPU: f32, or the block linears in 4-bit NF4 (double-quantized, as QLoRA's base). */
+export type WeightStorage = 'f32' | 'nf4';
+
 /** What the worker found on the device. */
 export interface DeviceSummary {
   vendor: string;
@@ -62,7 +65,9 @@ export interface ModelSummary {
   tiedEmbeddings: boolean;
   /** Storage dtype as config.json says (bfloat16, float32, ...), or null. */
   storedDtype: string | null;
-  /** Bytes the weights occupy on the GPU (f32). */
+  /** How the weights sit on the GPU: all f32, or the block linears in NF4 (QLoRA's base) and the rest f32. */
+  weights: WeightStorage;
+  /** Bytes the weights occupy on the GPU, as stored. */
   gpuWeightBytes: number;
   tokenizer: { type: string; vocabSize: number; eos: string | null; bos: string | null };
   hasChatTemplate: boolean;
@@ -384,8 +389,12 @@ export interface Calls {
   catalog: { payload: Record<string, never>; result: CatalogEntry[] };
   /** Acquire the GPU (again, after a loss) and run the self-check. */
   init: { payload: Record<string, never>; result: DeviceSummary };
-  /** Fetch, check and upload a model and its tokenizer; replaces the loaded one. Events: estimate, loadProgress. */
-  loadModel: { payload: { source: ModelSource; ignoreBudget: boolean }; result: ModelSummary };
+  /**
+   * Fetch, check and upload a model and its tokenizer; replaces the loaded one. `weights` 'nf4' quantizes the block
+   * linears while they stream in (QLoRA's base, about 7× less memory for them; default 'f32'). Events: estimate,
+   * loadProgress.
+   */
+  loadModel: { payload: { source: ModelSource; ignoreBudget: boolean; weights?: WeightStorage }; result: ModelSummary };
   unloadModel: { payload: Record<string, never>; result: { unloaded: boolean } };
   /** The model on the GPU now, or null. */
   loadedModel: { payload: Record<string, never>; result: ModelSummary | null };

@@ -25,7 +25,7 @@ import { engineState, requireLoaded, type LoadedModel } from '../engineState.ts'
 import { BadRequestError } from '../failures.ts';
 import { AdapterPickError, MAX_PICKED_ADAPTER_BYTES, readPickedAdapter, type PickedAdapter, type PickedFile } from '../pickedAdapter.ts';
 import type { ImportAdapterRequest, MethodSettings, Result } from '../protocol.ts';
-import { adoptBottleneck, adoptLora, detachAdapter } from './method.ts';
+import { adoptBottleneck, adoptLora, detachAdapter, QLORA_QUANTIZATION } from './method.ts';
 import { endKeptSession } from './trainingSession.ts';
 
 /** The name attachMethod gives its adapter; an imported one gets it too. */
@@ -33,7 +33,7 @@ const ADAPTER_NAME = 'default';
 /** The trial copy's name: not ADAPTER_NAME, which the attached adapter has. */
 const TRIAL_NAME = 'tabtune-import-trial';
 
-const NF4_ONLY_AFTER_QLORA = "the model's linear layers are in NF4 since QLoRA was attached";
+const NF4_ONLY_AFTER_QLORA = "the model's linear layers are in NF4 (QLoRA's base)";
 
 export async function importAdapterCall(payload: ImportAdapterRequest): Promise<Result<'importAdapter'>> {
   const current = requireLoaded();
@@ -101,7 +101,7 @@ async function importLora(current: LoadedModel, adapter: PickedAdapter, page: Me
   endKeptSession(); // a paused run trains the adapter being replaced
   detachAdapter();
   if (qlora && !current.quantized) {
-    await quantizeLinears(current.model, { quantType: 'nf4', doubleQuant: true });
+    await quantizeLinears(current.model, QLORA_QUANTIZATION);
     current.quantized = true;
   }
   const imported = await importLoraAdapter(current.model, files, { adapterName: ADAPTER_NAME, baseModelName });

@@ -9,13 +9,15 @@ import { hubFiles } from '../../io/sources/hub.ts';
 import type { ModelFiles } from '../../io/sources/types.ts';
 import { loadTokenizer } from '../../io/tokenizer.ts';
 import { inspectModel, loadModel, readModelConfig } from '../../models/load.ts';
+import { loadModelQuantized } from '../../peft/qlora.ts';
 import { checkTokenizerFitsModel } from '../../train/generate.ts';
 import { disposeLoaded, engineState, requireDevice, type CallContext } from '../engineState.ts';
 import { BadRequestError, DoesNotFitError } from '../failures.ts';
-import { estimateInference } from '../memoryEstimate.ts';
+import { estimateInference, weightBytes } from '../memoryEstimate.ts';
 import type { LoadPhase, ModelSource, ModelSummary, Payload } from '../protocol.ts';
 import { staticFolder } from '../staticFolder.ts';
 import { capacity } from './device.ts';
+import { QLORA_QUANTIZATION } from './method.ts';
 
 /** The files of the demo folder (public/demo/). */
 const DEMO_FILES = ['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'];
@@ -66,7 +68,9 @@ export async function loadModelCall(payload: Payload<'loadModel'>, ctx: CallCont
   // The config alone decides whether the model can fit: check before downloading the weights.
   ctx.emit({ type: 'loadProgress', phase: 'check', item: 'config.json', done: 0, total: null, unit: 'bytes' });
   const config = await readModelConfig(files);
-  const estimate = estimateInference(config, 'f32', capacity());
+  const weights = payload.weights ?? 'f32';
+  if (weights !== 'f32' && weights !== 'nf4') throw new BadRequestError(`the weights must be f32 or nf4, got ${JSON.stringify(weights)}`);
+  const estimate = estimateInference(config, weights, capacity());
   ctx.emit({ type: 'estimate', estimate });
   if (estimate.refusal !== null && !(payload.ignoreBudget && estimate.refusalOverridable)) throw new DoesNotFitError(estimate);
 
@@ -83,11 +87,9 @@ export async function loadModelCall(payload: Payload<'loadModel'>, ctx: CallCont
   ctx.signal.throwIfAborted();
   disposeLoaded();
   const uploadProgress = progressReporter(ctx, 'upload', 'tensors');
-  const result = await loadModel(engine, files, {
-    signal: ctx.signal,
-    onProgress: (p) => uploadProgress(p.tensor, p.loaded, p.total),
-  });
-  const { model, plan, warnings } = result;
+  const options = { signal: ctx.signal, onProgress: (p: { tensor: string; loaded: number; total: number }) => uploadProgress(p.tensor, p.loaded, p.total) };
+  // NF4: each block linear is quantized on the GPU as it streams in, the same codes QLoRA's attach would make.
+  const { model, plan, warnings } = weights === 'nf4' ? await loadModelQuantized(engine, files, { ...options, ...QLORA_QUANTIZATION }) : await loadModel(engine, files, options);
   const summary: ModelSummary = {
     name,
     sourceKind: payload.source.kind,
@@ -104,7 +106,8 @@ export async function loadModelCall(payload: Payload<'loadModel'>, ctx: CallCont
     maxPositions: config.maxPositions,
     tiedEmbeddings: config.tieWordEmbeddings,
     storedDtype: config.dtype,
-    gpuWeightBytes: plan.f32Bytes,
+    weights,
+    gpuWeightBytes: weightBytes(config, weights).gpuBytes,
     tokenizer: {
       type: tokenizer.modelType,
       vocabSize: tokenizer.vocabSize,
@@ -114,6 +117,6 @@ export async function loadModelCall(payload: Payload<'loadModel'>, ctx: CallCont
     hasChatTemplate: chatTemplate !== null,
     warnings: [...warnings.map((w) => w.message), ...tokenizer.warnings],
   };
-  engineState.loaded = { model, tokenizer, chatTemplate, summary, quantized: false, files, plan };
+  engineState.loaded = { model, tokenizer, chatTemplate, summary, quantized: weights === 'nf4', files, plan };
   return summary;
 }

@@ -12,6 +12,9 @@ import type { AttachedMethod, MethodSettings } from '../protocol.ts';
 
 const ADAPTER_NAME = 'default';
 
+/** QLoRA's base: NF4 with double-quantized absmax (the QLoRA paper's and bitsandbytes' choice). */
+export const QLORA_QUANTIZATION = { quantType: 'nf4', doubleQuant: true } as const;
+
 export function checkSettings(s: MethodSettings): void {
   if (typeof s !== 'object' || s === null || !['lora', 'qlora', 'adapter'].includes(s.method)) throw new BadRequestError('the method must be lora, qlora or adapter');
   if (s.method === 'adapter') {
@@ -69,7 +72,7 @@ export async function attachMethod(settings: MethodSettings): Promise<AttachedMe
   const current = requireLoaded();
   checkSettings(settings);
   if (current.quantized && settings.method !== 'qlora') {
-    throw new BadRequestError('the model\'s linear layers are in NF4 since QLoRA was attached: load the model again to use LoRA or adapters');
+    throw new BadRequestError("the model's linear layers are in NF4 (QLoRA's base): load the model again with f32 weights to use LoRA or adapters");
   }
   detachAdapter();
   const model = current.model;
@@ -85,7 +88,7 @@ export async function attachMethod(settings: MethodSettings): Promise<AttachedMe
     return adoptBottleneck(model, bottleneck, settings);
   }
   if (settings.method === 'qlora' && !current.quantized) {
-    await quantizeLinears(model, { quantType: 'nf4', doubleQuant: true });
+    await quantizeLinears(model, QLORA_QUANTIZATION);
     current.quantized = true;
   }
   let peft: PeftModel;
