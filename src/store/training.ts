@@ -64,6 +64,8 @@ export interface TrainingState {
   /** How the last run ended, in words. */
   outcome: string | null;
   exporting: boolean;
+  /** Why the last attach failed (shown in the method panel). */
+  attachError: EngineFailure | null;
   error: EngineFailure | null;
   callId: number | null;
 }
@@ -107,6 +109,7 @@ export const initialTrainingState: TrainingState = {
   savedRun: { state: 'none' },
   outcome: null,
   exporting: false,
+  attachError: null,
   error: null,
   callId: null,
 };
@@ -115,5 +118,5 @@ export const createTrainingSlice: StateCreator<AppState, [], [], TrainingSlice> 
   training: initialTrainingState,
   patchTraining: (patch) => set((state) => ({ training: { ...state.training, ...patch } })),
   // New settings make the attached adapter stale: the next attach or run replaces it.
-  setMethodSettings: (patch) => set((state) => ({ training: { ...state.training, settings: { ...state.training.settings, ...patch }, attached: null } })),
+  setMethodSettings: (patch) => set((state) => ({ training: { ...state.training, settings: { ...state.training.settings, ...patch }, attached: null, attachError: null } })),
 });

@@ -17,13 +17,13 @@ export async function attachMethod(): Promise<void> {
   const { training } = state();
   if (training.attaching || training.running) return;
   const settings = training.settings;
-  state().patchTraining({ attaching: true, error: null });
+  state().patchTraining({ attaching: true, attachError: null });
   try {
     const attached = await engine().call('attachMethod', { settings });
     // Settings changed while attaching: what is attached no longer matches them.
     state().patchTraining({ attaching: false, attached: state().training.settings === settings ? attached : null });
   } catch (error) {
-    state().patchTraining({ attaching: false, error: failureOf(error) });
+    state().patchTraining({ attaching: false, attachError: failureOf(error) });
   }
 }
 

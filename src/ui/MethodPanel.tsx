@@ -15,6 +15,7 @@ export function MethodPanel() {
   const settings = useApp((s) => s.training.settings);
   const attached = useApp((s) => s.training.attached);
   const attaching = useApp((s) => s.training.attaching);
+  const attachError = useApp((s) => s.training.attachError);
   const running = useApp((s) => s.training.running);
   const modelReady = useApp((s) => s.model.status === 'ready');
   const set = useApp((s) => s.setMethodSettings);
@@ -100,6 +101,11 @@ export function MethodPanel() {
               ? 'Not attached yet: Attach, or start training, attaches it.'
               : 'Load a model first.'}
         </p>
+        {attachError && (
+          <p className="error" role="alert" data-testid="method-error">
+            {attachError.message}
+          </p>
+        )}
       </div>
     </section>
   );

@@ -62,7 +62,7 @@ it('loads the demo model with NF4 linears: the 4-bit model QLoRA makes, smaller,
   // LoRA needs f32 weights: refused with the reason; QLoRA attaches.
   await page.getByTestId('method-select').selectOption('lora');
   await page.getByTestId('method-attach').click();
-  await expect.poll(async () => (await page.locator('[role=alert]').allTextContents()).join(' '), { timeout: 60_000, interval: 100 }).toContain(
+  await expect.poll(async () => (await page.getByTestId('method-error').count()) && ((await page.getByTestId('method-error').textContent()) ?? ''), { timeout: 60_000, interval: 100 }).toContain(
     "the model's linear layers are in NF4 (QLoRA's base): load the model again with f32 weights to use LoRA or adapters",
   );
   await page.getByTestId('method-select').selectOption('qlora');
