@@ -3,7 +3,7 @@
 
 import type { EngineClient } from '../worker/client.ts';
 import { engine, failureOf, setEngineClient, state } from './engineClient.ts';
-import { demoSource, loadModel } from './modelActions.ts';
+import { demoSource, loadModel, loadOpeningModel } from './modelActions.ts';
 import { checkSavedRun } from './savedRunActions.ts';
 import { isShareFragment } from './shareActions.ts';
 import { markInterrupted } from './trainingActions.ts';
@@ -30,7 +30,7 @@ async function openingModel(): Promise<void> {
   const { share, training, model } = state();
   if (share.incoming !== null || isShareFragment(location.hash)) return;
   if (training.savedRun.state !== 'none' || model.status !== 'none') return;
-  await loadModel(demoSource(), 'Demo model');
+  await loadOpeningModel();
 }
 
 /** Shown without starting anything when the page itself has no WebGPU. */

@@ -15,9 +15,17 @@ function reloadableOf(source: ModelSource): ReloadableSource | null {
   return null;
 }
 
+/** The demo model's load when the page opened, which a load the user asks for replaces. */
+let openingLoad: Promise<void> | null = null;
+
 /** Load a model; `weights` (default: the model panel's choice, which it then becomes) says f32 or NF4 linears. */
 export async function loadModel(source: ModelSource, label: string, ignoreBudget = false, weights: WeightStorage = state().model.weights): Promise<void> {
-  if (state().model.status === 'loading') return;
+  if (state().model.status === 'loading') {
+    if (!openingLoad) return; // one load at a time
+    cancelLoad();
+    await openingLoad;
+    if (state().model.status === 'loading') return; // another request was first
+  }
   state().patchModel({ weights });
   const previous = state().model;
   const running = engine().start('loadModel', { source, ignoreBudget, weights }, (event) => {
@@ -43,6 +51,17 @@ export async function loadModel(source: ModelSource, label: string, ignoreBudget
       summary = null;
     }
     state().patchModel({ status: summary ? 'ready' : 'none', summary, progress: null, callId: null, error: failureOf(error) });
+  }
+}
+
+/** What a page opens with: the built-in demo model, unless the user asks for another model meanwhile. */
+export async function loadOpeningModel(): Promise<void> {
+  const load = loadModel(demoSource(), 'Demo model');
+  openingLoad = load;
+  try {
+    await load;
+  } finally {
+    openingLoad = null;
   }
 }
 

@@ -133,6 +133,7 @@ it('loads the demo model and streams the greedy text that Node and PyTorch compu
 it('loads picked files; a bad pick or hub id is reported and leaves the loaded model in place', { timeout: 600_000 }, async () => {
   const page = await app.browser.newPage();
   await page.goto(app.url);
+  await loadDemo(page); // the page opens with the demo model; wait for it before choosing another
   await page.getByTestId('model-select').selectOption('files');
   const filesInput = page.getByTestId('model-files');
   const demoFiles = ['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'];
