@@ -5,6 +5,7 @@
 // while it is read). No DOM: runs in Node 20 and browsers.
 
 import { parseHubSpec, resolveHubEndpoint } from '../io/sources/hub.ts';
+import { MAX_BATCH_SIZE } from '../worker/protocol.ts';
 
 export const SHARE_VERSION = 1;
 export const SHARE_PREFIX = '#share=';
@@ -26,6 +27,8 @@ export interface ShareTrain {
   steps: number;
   seqLength: number;
   lr: number;
+  /** Rows per step; absent means 1 (links made before it existed). */
+  batchSize?: number;
 }
 
 export type ShareData = { inline: string } | { url: string };
@@ -163,11 +166,12 @@ function checkMethod(value: unknown): ShareMethod {
 }
 
 function checkTrain(value: unknown): ShareTrain {
-  const record = object(value, 'train', ['steps', 'seqLength', 'lr']);
+  const record = object(value, 'train', ['steps', 'seqLength', 'lr'], ['batchSize']);
   return {
     steps: number(record.steps, 'train.steps', 1, 100_000, { integer: true }),
     seqLength: number(record.seqLength, 'train.seqLength', 2, 4096, { integer: true }),
     lr: number(record.lr, 'train.lr', 0, 1, { exclusiveMin: true }),
+    ...(Object.hasOwn(record, 'batchSize') ? { batchSize: number(record.batchSize, 'train.batchSize', 1, MAX_BATCH_SIZE, { integer: true }) } : {}),
   };
 }
 

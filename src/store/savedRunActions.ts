@@ -66,6 +66,7 @@ export async function resumeSavedRun(): Promise<void> {
     datasetFileName: null,
     steps: settings.steps,
     seqLen: settings.seqLen,
+    batchSize: settings.batchSize,
     lr: settings.lr,
     checkpointEvery: settings.checkpointEvery,
     validationShare: settings.validationShare,

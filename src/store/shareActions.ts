@@ -35,7 +35,7 @@ function currentConfig(): ShareConfig {
     s.method === 'adapter'
       ? { kind: 'adapter', reductionFactor: s.reductionFactor, dropout: s.dropout, placement: s.placement }
       : { kind: s.method, r: s.r, alpha: s.alpha, dropout: s.dropout, useRslora: s.useRslora, targetModules: s.targetModules };
-  const config: ShareConfig = { v: 1, model: shareModel, method, train: { steps: training.steps, seqLength: training.seqLen, lr: training.lr } };
+  const config: ShareConfig = { v: 1, model: shareModel, method, train: { steps: training.steps, seqLength: training.seqLen, lr: training.lr, ...(training.batchSize !== 1 ? { batchSize: training.batchSize } : {}) } };
   if (training.dataset.trim() !== '') config.data = { inline: training.dataset };
   if (state().share.demoMode) {
     if (!config.data) throw new Error('A demo link starts training, so it needs a dataset: paste one first (or make a plain link).');
@@ -118,7 +118,7 @@ export async function applyShareLink(): Promise<void> {
       ? { method: 'adapter', reductionFactor: method.reductionFactor, dropout: method.dropout, placement: method.placement }
       : { method: method.kind, r: method.r, alpha: method.alpha, dropout: method.dropout, useRslora: method.useRslora, targetModules: method.targetModules },
   );
-  state().patchTraining({ steps: train.steps, seqLen: train.seqLength, lr: train.lr });
+  state().patchTraining({ steps: train.steps, seqLen: train.seqLength, lr: train.lr, batchSize: train.batchSize ?? 1 });
   try {
     if (data && 'inline' in data) state().patchTraining({ dataset: data.inline });
     else if (data) state().patchTraining({ dataset: await fetchDataset(data.url) });

@@ -43,6 +43,8 @@ export interface TrainingState {
   datasetSummary: DatasetSummary | null;
   steps: number;
   seqLen: number;
+  /** Packed rows of seqLen tokens per optimizer step. */
+  batchSize: number;
   lr: number;
   /** Save a checkpoint in browser storage every this many steps. */
   checkpointEvery: number;
@@ -96,6 +98,7 @@ export const initialTrainingState: TrainingState = {
   datasetSummary: null,
   steps: 20,
   seqLen: 32,
+  batchSize: 1,
   lr: 1e-3,
   checkpointEvery: 10,
   validationShare: 0.1,

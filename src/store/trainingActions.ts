@@ -9,7 +9,6 @@ import { download, engine, failureOf, state } from './engineClient.ts';
 import type { TrainingState, TrainProgress } from './training.ts';
 
 /** Rows per step and the seed: fixed in the app (the saved run records them). */
-const TRAIN_BATCH_SIZE = 1;
 const TRAIN_SEED = 0;
 
 /** Attach the chosen method's adapter to the loaded model (the worker reports its trainable parameters). */
@@ -118,7 +117,7 @@ function trainRequest(fromCheckpoint: boolean): TrainRequest {
     dataset: training.dataset,
     steps: training.steps,
     seqLen: training.seqLen,
-    batchSize: TRAIN_BATCH_SIZE,
+    batchSize: training.batchSize,
     lr: training.lr,
     seed: TRAIN_SEED,
     checkpointEvery: training.checkpointEvery,

@@ -81,7 +81,7 @@ export function ShareOffer() {
         <dd>{describeMethod(method)}</dd>
         <dt>Run</dt>
         <dd>
-          {train.steps} steps, sequence length {train.seqLength}, learning rate {train.lr}
+          {train.steps} steps of {train.batchSize ?? 1} × {train.seqLength} tokens, learning rate {train.lr}
         </dd>
         <dt>Data</dt>
         <dd>{!data ? 'none' : 'inline' in data ? `${formatBytes(new TextEncoder().encode(data.inline).length)} of text inside the link` : `downloaded from ${data.url}`}</dd>

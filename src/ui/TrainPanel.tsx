@@ -9,7 +9,7 @@ import { continueAfterDeviceLoss } from '../store/savedRunActions.ts';
 import type { TrainingState } from '../store/training.ts';
 import { endTraining, pauseTraining, resumeTraining, startTraining } from '../store/trainingActions.ts';
 import { MAX_VALIDATION_SHARE, validationExampleCount } from '../worker/calls/trainingSplit.ts';
-import type { TrainMemory } from '../worker/protocol.ts';
+import { MAX_BATCH_SIZE, type TrainMemory } from '../worker/protocol.ts';
 import { AdapterDownload } from './ExportPanel.tsx';
 import { formatBytes } from './format.ts';
 import { LossChart } from './LossChart.tsx';
@@ -81,6 +81,10 @@ export function TrainPanel() {
           <div className="field small">
             <label htmlFor={`${id}-q`}>Sequence length</label>
             <input id={`${id}-q`} type="number" min={2} max={4096} step={1} value={training.seqLen} disabled={running} onChange={(e) => patch({ seqLen: Math.max(2, Math.round(numberOr(e.target.value, training.seqLen))) })} />
+          </div>
+          <div className="field small">
+            <label htmlFor={`${id}-b`}>Batch size</label>
+            <input id={`${id}-b`} data-testid="batch-input" type="number" min={1} max={MAX_BATCH_SIZE} step={1} value={training.batchSize} disabled={running} onChange={(e) => patch({ batchSize: Math.min(MAX_BATCH_SIZE, Math.max(1, Math.round(numberOr(e.target.value, training.batchSize)))) })} />
           </div>
           <div className="field small">
             <label htmlFor={`${id}-l`}>Learning rate</label>

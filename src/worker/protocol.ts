@@ -228,6 +228,9 @@ export interface DatasetPreviewExample {
 /** A model source the page can load again by itself (picked files cannot be: the page holds them). */
 export type ReloadableModelSource = { kind: 'demo' } | { kind: 'hub'; spec: string; endpoint?: string };
 
+/** The largest batch the app trains with: packed rows per optimizer step. */
+export const MAX_BATCH_SIZE = 64;
+
 /** The settings a training run's numbers depend on (a resumed run must use the same). */
 export interface RunSettings {
   method: MethodSettings;

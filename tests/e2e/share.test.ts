@@ -24,6 +24,7 @@ it('opens a share link in a new page, asks first, then sets up the same configur
   await page.getByTestId('method-select').selectOption('adapter');
   await page.getByLabel('Reduction factor').fill('4');
   await page.getByTestId('steps-input').fill('7');
+  await page.getByTestId('batch-input').fill('3');
   await page.getByTestId('dataset-input').fill(DATASET);
 
   await page.getByTestId('share-link').click();
@@ -39,7 +40,7 @@ it('opens a share link in a new page, asks first, then sets up the same configur
   const offerText = (await offer.textContent()) ?? '';
   expect(offerText).toContain('demo model');
   expect(offerText).toContain('reduction factor 4');
-  expect(offerText).toContain('7 steps');
+  expect(offerText).toContain('7 steps of 3 × 32 tokens');
   // Give the engine time to start: still nothing may be loaded before the user confirms.
   await expect.poll(() => shared.getByTestId('share-confirm').isEnabled(), { timeout: 60_000, interval: 250 }).toBe(true);
   await shared.waitForTimeout(1000);
@@ -51,6 +52,7 @@ it('opens a share link in a new page, asks first, then sets up the same configur
   expect(await shared.getByTestId('method-select').inputValue()).toBe('adapter');
   expect(await shared.getByLabel('Reduction factor').inputValue()).toBe('4');
   expect(await shared.getByTestId('steps-input').inputValue()).toBe('7');
+  expect(await shared.getByTestId('batch-input').inputValue()).toBe('3');
   expect(await shared.getByTestId('dataset-input').inputValue()).toBe(DATASET);
   expect(await shared.getByTestId('share-offer').count()).toBe(0);
   expect(await shared.getByTestId('train-step').textContent()).toBe('0'); // not trained by itself

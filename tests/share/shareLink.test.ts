@@ -76,6 +76,12 @@ describe('round trip', () => {
 });
 
 describe('demo links', () => {
+  it('round-trips a batch size; a link without one (made before it existed) means 1', async () => {
+    const config: ShareConfig = { ...LORA, train: { ...LORA.train, batchSize: 8 } };
+    expect(await decodeShareConfig(await encodeShareConfig(config))).toEqual(config);
+    expect(Object.hasOwn((await decodeShareConfig(await encodeShareConfig(LORA))).train, 'batchSize')).toBe(false);
+  });
+
   it('round-trips the demo field, true and false', async () => {
     for (const demo of [true, false]) {
       const config: ShareConfig = { ...LORA, demo };
@@ -153,6 +159,9 @@ describe('hostile links', () => {
     expect((await refusalOf(train({ steps: 1e12 }))).field).toBe('train.steps');
     expect((await refusalOf(train({ steps: 2.5 }))).field).toBe('train.steps');
     expect((await refusalOf(train({ seqLength: 1e6 }))).field).toBe('train.seqLength');
+    expect((await refusalOf(train({ batchSize: 0 }))).field).toBe('train.batchSize');
+    expect((await refusalOf(train({ batchSize: 65 }))).field).toBe('train.batchSize');
+    expect((await refusalOf(train({ batchSize: 1.5 }))).field).toBe('train.batchSize');
     const lora = (patch: Record<string, unknown>) => ({ ...base(), method: { kind: 'lora', r: 8, alpha: 16, dropout: 0, useRslora: false, targetModules: null, ...patch } });
     expect(await decodeShareConfig(SHARE_PREFIX + (await encodeRawPayload(JSON.stringify(lora({})))))).toMatchObject({ method: { kind: 'lora', r: 8 } });
     expect((await refusalOf(lora({ r: 0 }))).field).toBe('method.r');

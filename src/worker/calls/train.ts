@@ -12,7 +12,7 @@ import { resolveTrainerConfig, ResumeMismatchError, Trainer, type TrainerConfig,
 import { AdapterTrainingView } from '../../train/trainingView.ts';
 import { engineState, requireDevice, requireLoaded, type CallContext } from '../engineState.ts';
 import { BadRequestError } from '../failures.ts';
-import type { Result, SavedRunDescription, TrainRequest } from '../protocol.ts';
+import { MAX_BATCH_SIZE, type Result, type SavedRunDescription, type TrainRequest } from '../protocol.ts';
 import { tokenize } from './dataset.ts';
 import { attachMethod } from './method.ts';
 import { describeRun, settingsDifference, textFingerprint } from './savedRun.ts';
@@ -37,6 +37,7 @@ function checkInteger(what: string, value: number, min: number, max: number): vo
 
 function checkRequest(payload: TrainRequest): void {
   checkInteger('steps', payload.steps, 1, MAX_STEPS);
+  checkInteger('the batch size', payload.batchSize, 1, MAX_BATCH_SIZE);
   checkInteger('the checkpoint interval', payload.checkpointEvery, 0, MAX_STEPS);
   checkInteger('the evaluation interval', payload.evalEvery, 0, MAX_STEPS);
   try {
