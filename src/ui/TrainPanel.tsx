@@ -166,7 +166,7 @@ export function TrainPanel() {
           )}
         </div>
         {training.error && training.error.kind !== 'cancelled' && (
-          <p className="error" role="alert">
+          <p className="error" role="alert" data-testid="train-error">
             {training.error.message}
           </p>
         )}

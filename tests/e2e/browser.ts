@@ -68,3 +68,31 @@ export async function loadDemo(page: Page): Promise<void> {
   }
   await expect.poll(status, { timeout: 90_000, interval: 250 }).toMatch(/ready: Demo model/);
 }
+
+/** Genesis 1:1–3 as three paragraphs: a tiny plain-text dataset in the demo model's own style. */
+export const GENESIS_DATASET = [
+  'In the beginning God created the heaven and the earth.',
+  '',
+  'And the earth was without form, and void; and darkness was upon the face of the deep.',
+  '',
+  'And God said, Let there be light: and there was light.',
+].join('\n');
+
+/** Start a run of `steps` steps in the train panel; the loss shown at each step seen, once the run has ended. */
+export async function trainSteps(page: Page, steps: number): Promise<Map<number, number>> {
+  await page.getByTestId('steps-input').fill(String(steps));
+  await page.getByTestId('train-start').click();
+  const losses = new Map<number, number>();
+  const deadline = Date.now() + 400_000;
+  for (;;) {
+    const step = Number(await page.getByTestId('train-step').textContent());
+    const loss = (await page.getByTestId('train-loss').textContent()) ?? '';
+    if (step > 0 && loss !== '' && !losses.has(step)) losses.set(step, Number(loss));
+    if (step === steps && (await page.getByTestId('train-start').isEnabled())) return losses;
+    const failure = page.getByTestId('train-error');
+    if (await failure.count()) throw new Error(`training failed: ${await failure.textContent()}`);
+    if (Date.now() > deadline) throw new Error(`training did not reach step ${steps} (at ${step})`);
+    await page.waitForTimeout(100);
+  }
+}
+

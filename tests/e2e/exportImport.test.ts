@@ -28,7 +28,7 @@ import { importLoraAdapter } from '../../src/peft/peftFiles.ts';
 import { testEngine } from '../helpers/gpu.ts';
 import { expectClose, relativeError } from '../helpers/numeric.ts';
 import { memoryProvider } from '../models/helpers.ts';
-import { loadDemo, startApp, type App } from './browser.ts';
+import { GENESIS_DATASET, loadDemo, startApp, trainSteps, type App } from './browser.ts';
 
 const DEMO = fileURLToPath(new URL('../../public/demo/', import.meta.url));
 const golden = JSON.parse(readFileSync(new URL('../fixtures/demo/golden.json', import.meta.url), 'utf8')) as {
@@ -37,13 +37,6 @@ const golden = JSON.parse(readFileSync(new URL('../fixtures/demo/golden.json', i
 const PROMPT = 'In the beginning God created';
 const NEW_TOKENS = 8;
 const TOLERANCE = 1e-4;
-const DATASET = [
-  'In the beginning God created the heaven and the earth.',
-  '',
-  'And the earth was without form, and void; and darkness was upon the face of the deep.',
-  '',
-  'And God said, Let there be light: and there was light.',
-].join('\n');
 
 let app: App;
 let folder: string;
@@ -80,22 +73,6 @@ async function downloadOf(page: Page, testId: string): Promise<{ name: string; b
   return { name: download.suggestedFilename(), bytes: new Uint8Array(await readFile((await download.path())!)) };
 }
 
-/** Start a run of `steps` steps and read the loss shown at each step until it ends. */
-async function train(page: Page, steps: number): Promise<Map<number, number>> {
-  await page.getByTestId('steps-input').fill(String(steps));
-  await page.getByTestId('train-start').click();
-  const losses = new Map<number, number>();
-  const deadline = Date.now() + 400_000;
-  for (;;) {
-    const step = Number(await page.getByTestId('train-step').textContent());
-    const loss = (await page.getByTestId('train-loss').textContent()) ?? '';
-    if (step > 0 && loss !== '' && !losses.has(step)) losses.set(step, Number(loss));
-    if (step === steps && (await page.getByTestId('train-start').isEnabled())) return losses;
-    if (Date.now() > deadline) throw new Error(`training did not reach step ${steps} (at ${step})`);
-    await page.waitForTimeout(100);
-  }
-}
-
 async function logitsOf(model: CausalLM, ids: number[][]): Promise<Float32Array> {
   const { engine } = model;
   return engine.scope(async () => (await engine.noGrad(() => model.forward(tokenTensor(engine, ids, model.config.vocabSize))).read()) as Float32Array);
@@ -109,11 +86,11 @@ it('downloads the merged model, its ONNX file and the adapter zip, and imports t
   await loadDemo(page);
 
   await page.getByTestId('method-select').selectOption('lora');
-  await page.getByTestId('dataset-input').fill(DATASET);
+  await page.getByTestId('dataset-input').fill(GENESIS_DATASET);
   await expect.poll(() => page.getByTestId('dataset-summary').textContent(), { timeout: 30_000, interval: 250 }).toMatch(/3 examples/);
   await page.getByLabel('Sequence length').fill('16');
   await page.getByLabel('Learning rate').fill('0.05');
-  const firstLosses = await train(page, 2);
+  const firstLosses = await trainSteps(page, 2);
   await expect.poll(() => page.getByTestId('export-merged').isEnabled(), { timeout: 120_000, interval: 250 }).toBe(true);
 
   const trainedText = await greedy(page);
@@ -205,11 +182,11 @@ it('downloads the merged model, its ONNX file and the adapter zip, and imports t
 
   // Training continues the imported adapter: a fresh adapter computes the base model (B starts at zero), so its
   // first-step loss is the first page's on the same first batch (same seed); the imported adapter's is another.
-  await fresh.getByTestId('dataset-input').fill(DATASET);
+  await fresh.getByTestId('dataset-input').fill(GENESIS_DATASET);
   await expect.poll(() => fresh.getByTestId('dataset-summary').textContent(), { timeout: 30_000, interval: 250 }).toMatch(/3 examples/);
   await fresh.getByLabel('Sequence length').fill('16');
   await fresh.getByLabel('Learning rate').fill('0.05');
-  const continued = await train(fresh, 1);
+  const continued = await trainSteps(fresh, 1);
   console.info(`losses: ${JSON.stringify([...firstLosses])} on a fresh adapter, first step ${continued.get(1)} on the imported one`);
   expect(Math.abs(continued.get(1)! - firstLosses.get(1)!)).toBeGreaterThan(0.05);
   expect(errors).toEqual([]);

@@ -26,7 +26,7 @@ import { importLoraAdapter } from '../../src/peft/peftFiles.ts';
 import { unbundleAdapter } from '../../src/worker/adapterBundle.ts';
 import { testEngine } from '../helpers/gpu.ts';
 import { memoryProvider } from '../models/helpers.ts';
-import { loadDemo, startApp, type App } from './browser.ts';
+import { GENESIS_DATASET, loadDemo, startApp, trainSteps, type App } from './browser.ts';
 
 const DEMO = fileURLToPath(new URL('../../public/demo/', import.meta.url));
 const golden = JSON.parse(readFileSync(new URL('../fixtures/demo/golden.json', import.meta.url), 'utf8')) as {
@@ -34,13 +34,6 @@ const golden = JSON.parse(readFileSync(new URL('../fixtures/demo/golden.json', i
 };
 const PROMPT = 'In the beginning God created';
 const NEW_TOKENS = 8;
-const DATASET = [
-  'In the beginning God created the heaven and the earth.',
-  '',
-  'And the earth was without form, and void; and darkness was upon the face of the deep.',
-  '',
-  'And God said, Let there be light: and there was light.',
-].join('\n');
 
 let app: App;
 /** What the runs produced, printed at the end (for the record). */
@@ -113,13 +106,11 @@ it('compares the trained LoRA adapter with the base model, side by side', { time
   expect(await page.getByTestId('generate-output-base').count()).toBe(0);
 
   await page.getByTestId('method-select').selectOption('lora');
-  await page.getByTestId('dataset-input').fill(DATASET);
+  await page.getByTestId('dataset-input').fill(GENESIS_DATASET);
   await expect.poll(() => page.getByTestId('dataset-summary').textContent(), { timeout: 30_000, interval: 250 }).toMatch(/3 examples/);
   await page.getByLabel('Sequence length').fill('16');
   await page.getByLabel('Learning rate').fill('0.01');
-  await page.getByTestId('steps-input').fill('3');
-  await page.getByTestId('train-start').click();
-  await expect.poll(async () => Number(await page.getByTestId('train-step').textContent()), { timeout: 400_000, interval: 250 }).toBe(3);
+  await trainSteps(page, 3);
   await expect.poll(() => page.getByTestId('generate-compare').isEnabled(), { timeout: 120_000, interval: 250 }).toBe(true);
 
   await setGreedy(page, NEW_TOKENS);

@@ -6,15 +6,8 @@ import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { bytesSource, readSafetensorsHeader } from '../../src/io/safetensors.ts';
 import { unbundleAdapter } from '../../src/worker/adapterBundle.ts';
-import { loadDemo, startApp, type App } from './browser.ts';
+import { GENESIS_DATASET, loadDemo, startApp, trainSteps, type App } from './browser.ts';
 
-const DATASET = [
-  'In the beginning God created the heaven and the earth.',
-  '',
-  'And the earth was without form, and void; and darkness was upon the face of the deep.',
-  '',
-  'And God said, Let there be light: and there was light.',
-].join('\n');
 
 let app: App;
 beforeAll(async () => {
@@ -30,25 +23,10 @@ it('trains LoRA for 3 steps in the worker and downloads the adapter', { timeout:
   await loadDemo(page);
 
   await page.getByTestId('method-select').selectOption('lora');
-  await page.getByTestId('dataset-input').fill(DATASET);
+  await page.getByTestId('dataset-input').fill(GENESIS_DATASET);
   await expect.poll(() => page.getByTestId('dataset-summary').textContent(), { timeout: 30_000, interval: 250 }).toMatch(/text: 3 examples, \d+ tokens/);
   await page.getByLabel('Sequence length').fill('16');
-  await page.getByTestId('steps-input').fill('3');
-  await page.getByTestId('train-start').click();
-
-  // Read the loss at every step seen.
-  const losses = new Map<number, number>();
-  const deadline = Date.now() + 400_000;
-  for (;;) {
-    const step = Number(await page.getByTestId('train-step').textContent());
-    const text = (await page.getByTestId('train-loss').textContent()) ?? '';
-    if (step > 0 && text !== '') losses.set(step, Number(text));
-    if (step === 3 && (await page.getByTestId('train-start').isEnabled())) break;
-    if (Date.now() > deadline) throw new Error(`training did not reach step 3 (at ${step})`);
-    const alert = page.locator('.panel [role=alert]');
-    if (await alert.count()) throw new Error(`training failed: ${await alert.first().textContent()}`);
-    await page.waitForTimeout(200);
-  }
+  const losses = await trainSteps(page, 3);
   const values = [...losses.values()];
   for (const loss of values) {
     expect(Number.isFinite(loss)).toBe(true);
