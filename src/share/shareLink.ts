@@ -5,6 +5,8 @@
 // while it is read). No DOM: runs in Node 20 and browsers.
 
 import { parseHubSpec, resolveHubEndpoint } from '../io/sources/hub.ts';
+import { MAX_SEED } from '../train/packing.ts';
+import { SCHEDULE_KINDS, type ScheduleKind } from '../train/schedule.ts';
 import { MAX_BATCH_SIZE } from '../worker/protocol.ts';
 
 export const SHARE_VERSION = 1;
@@ -29,6 +31,13 @@ export interface ShareTrain {
   lr: number;
   /** Rows per step; absent means 1 (links made before it existed). */
   batchSize?: number;
+  /**
+   * The learning-rate schedule, warm-up steps (fewer than steps) and seed; each absent when at its default
+   * ('constant', 0, 0), so links made before they existed, and links that keep the defaults, read the same.
+   */
+  schedule?: ScheduleKind;
+  warmupSteps?: number;
+  seed?: number;
 }
 
 export type ShareData = { inline: string } | { url: string };
@@ -166,13 +175,20 @@ function checkMethod(value: unknown): ShareMethod {
 }
 
 function checkTrain(value: unknown): ShareTrain {
-  const record = object(value, 'train', ['steps', 'seqLength', 'lr'], ['batchSize']);
-  return {
+  const record = object(value, 'train', ['steps', 'seqLength', 'lr'], ['batchSize', 'schedule', 'warmupSteps', 'seed']);
+  const train: ShareTrain = {
     steps: number(record.steps, 'train.steps', 1, 100_000, { integer: true }),
     seqLength: number(record.seqLength, 'train.seqLength', 2, 4096, { integer: true }),
     lr: number(record.lr, 'train.lr', 0, 1, { exclusiveMin: true }),
-    ...(Object.hasOwn(record, 'batchSize') ? { batchSize: number(record.batchSize, 'train.batchSize', 1, MAX_BATCH_SIZE, { integer: true }) } : {}),
   };
+  if (Object.hasOwn(record, 'batchSize')) train.batchSize = number(record.batchSize, 'train.batchSize', 1, MAX_BATCH_SIZE, { integer: true });
+  if (Object.hasOwn(record, 'schedule')) train.schedule = oneOf(record.schedule, 'train.schedule', SCHEDULE_KINDS);
+  if (Object.hasOwn(record, 'warmupSteps')) {
+    train.warmupSteps = number(record.warmupSteps, 'train.warmupSteps', 0, 100_000, { integer: true });
+    if (train.warmupSteps >= train.steps) throw new ShareLinkError('train.warmupSteps', `must be fewer than the ${train.steps} steps`);
+  }
+  if (Object.hasOwn(record, 'seed')) train.seed = number(record.seed, 'train.seed', 0, MAX_SEED, { integer: true });
+  return train;
 }
 
 function checkData(value: unknown): ShareData {

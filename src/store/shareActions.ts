@@ -4,10 +4,11 @@
 // link, and only on the user's one click that also sets everything up.
 
 import { parseHubSpec, resolveHubEndpoint } from '../io/sources/hub.ts';
-import { decodeShareConfig, encodeShareConfig, SHARE_PREFIX, type ShareConfig, type ShareMethod } from '../share/shareLink.ts';
+import { decodeShareConfig, encodeShareConfig, SHARE_PREFIX, type ShareConfig, type ShareMethod, type ShareTrain } from '../share/shareLink.ts';
 import type { ModelSource } from '../worker/protocol.ts';
 import { demoSource, loadModel, weightsFor } from './modelActions.ts';
 import { useApp } from './index.ts';
+import type { TrainingState } from './training.ts';
 import { startTraining } from './trainingActions.ts';
 
 /** Largest dataset fetched from a shared dataset URL, bytes. */
@@ -17,6 +18,16 @@ const state = () => useApp.getState();
 
 function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
+}
+
+/** The run settings of a link: the optional ones only when they differ from their defaults (older links read the same). */
+function shareTrainOf(training: TrainingState): ShareTrain {
+  const train: ShareTrain = { steps: training.steps, seqLength: training.seqLen, lr: training.lr };
+  if (training.batchSize !== 1) train.batchSize = training.batchSize;
+  if (training.schedule !== 'constant') train.schedule = training.schedule;
+  if (training.warmupSteps !== 0) train.warmupSteps = training.warmupSteps;
+  if (training.seed !== 0) train.seed = training.seed;
+  return train;
 }
 
 /** The configuration the share button encodes, or why there is none. */
@@ -35,7 +46,7 @@ function currentConfig(): ShareConfig {
     s.method === 'adapter'
       ? { kind: 'adapter', reductionFactor: s.reductionFactor, dropout: s.dropout, placement: s.placement }
       : { kind: s.method, r: s.r, alpha: s.alpha, dropout: s.dropout, useRslora: s.useRslora, targetModules: s.targetModules };
-  const config: ShareConfig = { v: 1, model: shareModel, method, train: { steps: training.steps, seqLength: training.seqLen, lr: training.lr, ...(training.batchSize !== 1 ? { batchSize: training.batchSize } : {}) } };
+  const config: ShareConfig = { v: 1, model: shareModel, method, train: shareTrainOf(training) };
   if (training.dataset.trim() !== '') config.data = { inline: training.dataset };
   if (state().share.demoMode) {
     if (!config.data) throw new Error('A demo link starts training, so it needs a dataset: paste one first (or make a plain link).');
@@ -118,7 +129,15 @@ export async function applyShareLink(): Promise<void> {
       ? { method: 'adapter', reductionFactor: method.reductionFactor, dropout: method.dropout, placement: method.placement }
       : { method: method.kind, r: method.r, alpha: method.alpha, dropout: method.dropout, useRslora: method.useRslora, targetModules: method.targetModules },
   );
-  state().patchTraining({ steps: train.steps, seqLen: train.seqLength, lr: train.lr, batchSize: train.batchSize ?? 1 });
+  state().patchTraining({
+    steps: train.steps,
+    seqLen: train.seqLength,
+    lr: train.lr,
+    batchSize: train.batchSize ?? 1,
+    schedule: train.schedule ?? 'constant',
+    warmupSteps: train.warmupSteps ?? 0,
+    seed: train.seed ?? 0,
+  });
   try {
     if (data && 'inline' in data) state().patchTraining({ dataset: data.inline });
     else if (data) state().patchTraining({ dataset: await fetchDataset(data.url) });

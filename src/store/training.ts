@@ -4,6 +4,7 @@
 // in browser storage that a reloaded page offers to continue.
 
 import type { StateCreator } from 'zustand';
+import type { ScheduleKind } from '../train/schedule.ts';
 import type { AttachedMethod, DatasetSummary, EngineFailure, LossPoint, MethodSettings, SavedRun, TrainMemory } from '../worker/protocol.ts';
 import type { AppState } from './index.ts';
 
@@ -46,6 +47,12 @@ export interface TrainingState {
   /** Packed rows of seqLen tokens per optimizer step. */
   batchSize: number;
   lr: number;
+  /** How the learning rate changes over the run, after the warm-up (train/schedule.ts). */
+  schedule: ScheduleKind;
+  /** Steps over which the learning rate rises to lr first; fewer than `steps`. */
+  warmupSteps: number;
+  /** Orders the examples and rows (and seeds dropout): the same seed repeats a run exactly. */
+  seed: number;
   /** Save a checkpoint in browser storage every this many steps. */
   checkpointEvery: number;
   /** Share of the examples held out for the validation loss (none under 10 examples). */
@@ -100,6 +107,9 @@ export const initialTrainingState: TrainingState = {
   seqLen: 32,
   batchSize: 1,
   lr: 1e-3,
+  schedule: 'constant',
+  warmupSteps: 0,
+  seed: 0,
   checkpointEvery: 10,
   validationShare: 0.1,
   evalEvery: 10,

@@ -8,9 +8,6 @@ import type { EngineEvent, LossPoint, MethodSettings, SavedRun, TrainRequest, Tr
 import { download, engine, failureOf, state } from './engineClient.ts';
 import type { TrainingState, TrainProgress } from './training.ts';
 
-/** Rows per step and the seed: fixed in the app (the saved run records them). */
-const TRAIN_SEED = 0;
-
 /** Attach the chosen method's adapter to the loaded model (the worker reports its trainable parameters). */
 export async function attachMethod(): Promise<void> {
   const { training } = state();
@@ -119,7 +116,9 @@ function trainRequest(fromCheckpoint: boolean): TrainRequest {
     seqLen: training.seqLen,
     batchSize: training.batchSize,
     lr: training.lr,
-    seed: TRAIN_SEED,
+    schedule: training.schedule,
+    warmupSteps: training.warmupSteps,
+    seed: training.seed,
     checkpointEvery: training.checkpointEvery,
     validationShare: training.validationShare,
     evalEvery: training.evalEvery,

@@ -46,6 +46,15 @@ function describeMethod(method: ShareConfig['method']): string {
   return `${name}: rank ${method.r}, alpha ${method.alpha}, dropout ${method.dropout}${method.useRslora ? ', rsLoRA' : ''}, on ${targets}`;
 }
 
+/** The run in words; the schedule, warm-up and seed only when the link sets them away from their defaults. */
+function describeTrain(train: ShareConfig['train']): string {
+  const parts = [`${train.steps} steps of ${train.batchSize ?? 1} × ${train.seqLength} tokens`, `learning rate ${train.lr}`];
+  if (train.schedule !== undefined && train.schedule !== 'constant') parts.push(`${train.schedule} schedule`);
+  if (train.warmupSteps) parts.push(`${train.warmupSteps} warm-up step${train.warmupSteps === 1 ? '' : 's'}`);
+  if (train.seed) parts.push(`seed ${train.seed}`);
+  return parts.join(', ');
+}
+
 export function ShareOffer() {
   const incoming = useApp((s) => s.share.incoming);
   const gpuReady = useApp((s) => s.gpu.state === 'ready');
@@ -80,9 +89,7 @@ export function ShareOffer() {
         <dt>Method</dt>
         <dd>{describeMethod(method)}</dd>
         <dt>Run</dt>
-        <dd>
-          {train.steps} steps of {train.batchSize ?? 1} × {train.seqLength} tokens, learning rate {train.lr}
-        </dd>
+        <dd>{describeTrain(train)}</dd>
         <dt>Data</dt>
         <dd>{!data ? 'none' : 'inline' in data ? `${formatBytes(new TextEncoder().encode(data.inline).length)} of text inside the link` : `downloaded from ${data.url}`}</dd>
       </dl>

@@ -1,5 +1,6 @@
 // The train panel: run settings (steps, sequence length, learning rate, checkpoint interval, validation share and
-// interval), start / pause / resume / end, the progress (step, training and validation loss, ETA, tokens per
+// interval; under "Advanced", closed by default: the learning-rate schedule, warm-up steps and seed), start / pause
+// / resume / end, the progress (step, training and validation loss, ETA, tokens per
 // second, GPU memory by category, last checkpoint), the loss chart, a run interrupted by a lost device, and the
 // adapter download. Every number comes from the engine worker; the progress and status areas keep their size.
 
@@ -7,6 +8,8 @@ import { useId } from 'react';
 import { useApp } from '../store/index.ts';
 import { continueAfterDeviceLoss } from '../store/savedRunActions.ts';
 import type { TrainingState } from '../store/training.ts';
+import { MAX_SEED } from '../train/packing.ts';
+import type { ScheduleKind } from '../train/schedule.ts';
 import { endTraining, pauseTraining, resumeTraining, startTraining } from '../store/trainingActions.ts';
 import { MAX_VALIDATION_SHARE, validationExampleCount } from '../worker/calls/trainingSplit.ts';
 import { MAX_BATCH_SIZE, type TrainMemory } from '../worker/protocol.ts';
@@ -55,6 +58,18 @@ function validationHint(examples: number | null, share: number): string {
   if (examples === null) return 'Held out from the dataset once it is read.';
   const held = validationExampleCount(examples, share);
   return held > 0 ? `${held} of ${examples} examples held out for validation.` : share === 0 ? 'No validation.' : 'No validation under 10 examples: every example trains.';
+}
+
+const SCHEDULE_NAMES: Record<ScheduleKind, string> = {
+  constant: 'Constant',
+  linear: 'Linear decay',
+  cosine: 'Cosine decay',
+};
+
+/** What the closed "Advanced" section holds, so its settings show without opening it. */
+function advancedSummary(training: TrainingState): string {
+  const warmup = training.warmupSteps === 0 ? 'no warm-up' : `${training.warmupSteps} warm-up step${training.warmupSteps === 1 ? '' : 's'}`;
+  return `${training.schedule} schedule, ${warmup}, seed ${training.seed}`;
 }
 
 export function TrainPanel() {
@@ -116,6 +131,62 @@ export function TrainPanel() {
             {validationHint(examples, training.validationShare)} Checkpoints are kept in this browser's storage: a reload can continue the run.
           </p>
         </fieldset>
+        <details className="train-advanced">
+          <summary>
+            Advanced <span className="hint">({advancedSummary(training)})</span>
+          </summary>
+          <fieldset className="settings" aria-label="Advanced run settings">
+            <div className="field small">
+              <label htmlFor={`${id}-sch`}>Schedule</label>
+              <select id={`${id}-sch`} data-testid="schedule-select" value={training.schedule} disabled={running} aria-describedby={`${id}-schh`} onChange={(e) => patch({ schedule: e.target.value as ScheduleKind })}>
+                {(Object.keys(SCHEDULE_NAMES) as ScheduleKind[]).map((kind) => (
+                  <option key={kind} value={kind}>
+                    {SCHEDULE_NAMES[kind]}
+                  </option>
+                ))}
+              </select>
+              <span className="hint" id={`${id}-schh`}>
+                The learning rate after the warm-up: kept, or lowered to 0 by the last step.
+              </span>
+            </div>
+            <div className="field small">
+              <label htmlFor={`${id}-w`}>Warm-up steps</label>
+              <input
+                id={`${id}-w`}
+                data-testid="warmup-input"
+                type="number"
+                min={0}
+                max={Math.max(0, training.steps - 1)}
+                step={1}
+                value={training.warmupSteps}
+                disabled={running}
+                aria-describedby={`${id}-wh`}
+                onChange={(e) => patch({ warmupSteps: Math.min(Math.max(0, training.steps - 1), Math.max(0, Math.round(numberOr(e.target.value, training.warmupSteps)))) })}
+              />
+              <span className="hint" id={`${id}-wh`}>
+                First steps that raise the learning rate gradually; fewer than the steps.
+              </span>
+            </div>
+            <div className="field small">
+              <label htmlFor={`${id}-seed`}>Seed</label>
+              <input
+                id={`${id}-seed`}
+                data-testid="seed-input"
+                type="number"
+                min={0}
+                max={MAX_SEED}
+                step={1}
+                value={training.seed}
+                disabled={running}
+                aria-describedby={`${id}-seedh`}
+                onChange={(e) => patch({ seed: Math.min(MAX_SEED, Math.max(0, Math.round(numberOr(e.target.value, training.seed)))) })}
+              />
+              <span className="hint" id={`${id}-seedh`}>
+                Orders the examples and seeds dropout: the same seed repeats a run.
+              </span>
+            </div>
+          </fieldset>
+        </details>
         <div className="actions">
           <button type="button" data-testid="train-start" disabled={!canStart} onClick={() => void startTraining()}>
             Start training

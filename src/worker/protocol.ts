@@ -9,6 +9,7 @@
 //                   { v, kind: 'event',  id | null, event }  progress and tokens of call `id`, or news (device lost)
 
 import type { MemoryCategory } from '../engine/memory.ts';
+import type { ScheduleKind } from '../train/schedule.ts';
 
 /** Bumped whenever a message changes shape; the worker refuses calls of another version. */
 export const PROTOCOL_VERSION = 4;
@@ -238,6 +239,11 @@ export interface RunSettings {
   seqLen: number;
   batchSize: number;
   lr: number;
+  /** How the learning rate changes over the run (train/schedule.ts): constant, or linear / cosine decay to 0. */
+  schedule: ScheduleKind;
+  /** Steps over which the learning rate rises to lr first, in [0, steps). */
+  warmupSteps: number;
+  /** Orders the examples and rows and seeds dropout; an integer in [0, 2^32). */
   seed: number;
   /** Save a checkpoint in browser storage every this many steps (and when the run pauses); 0: never. */
   checkpointEvery: number;

@@ -1,7 +1,8 @@
-// Share links in a real Chromium: load the demo model, choose the adapter method and a few settings, make a share
-// link, open it in a new page: the confirmation lists the configuration and nothing is loaded until it is
-// confirmed; confirming loads the demo model with the shared method, settings and dataset (and does not train).
-// A demo link offers one button instead, which loads the model, sets everything up and trains.
+// Share links in a real Chromium: load the demo model, choose the adapter method and a few settings (among them a
+// cosine schedule, 2 warm-up steps and seed 7 under "Advanced"), make a share link, open it in a new page: the
+// confirmation lists the configuration and nothing is loaded until it is confirmed; confirming loads the demo model
+// with the shared method, settings and dataset (and does not train). A demo link offers one button instead, which
+// loads the model, sets everything up and trains; its default schedule, warm-up and seed are left out of the link.
 
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { decodeShareConfig } from '../../src/share/shareLink.ts';
@@ -25,12 +26,17 @@ it('opens a share link in a new page, asks first, then sets up the same configur
   await page.getByLabel('Reduction factor').fill('4');
   await page.getByTestId('steps-input').fill('7');
   await page.getByTestId('batch-input').fill('3');
+  await page.locator('.train-advanced > summary').click();
+  await page.getByTestId('schedule-select').selectOption('cosine');
+  await page.getByTestId('warmup-input').fill('2');
+  await page.getByTestId('seed-input').fill('7');
   await page.getByTestId('dataset-input').fill(DATASET);
 
   await page.getByTestId('share-link').click();
   await expect.poll(() => page.getByTestId('share-url').inputValue(), { timeout: 10_000, interval: 100 }).toContain('#share=');
   const url = await page.getByTestId('share-url').inputValue();
   expect(url.startsWith(app.url)).toBe(true);
+  expect((await decodeShareConfig(url.slice(url.indexOf('#')))).train).toEqual({ steps: 7, seqLength: 32, lr: 0.001, batchSize: 3, schedule: 'cosine', warmupSteps: 2, seed: 7 });
 
   const shared = await app.browser.newPage();
   shared.on('pageerror', (error) => errors.push(error.message));
@@ -40,7 +46,7 @@ it('opens a share link in a new page, asks first, then sets up the same configur
   const offerText = (await offer.textContent()) ?? '';
   expect(offerText).toContain('demo model');
   expect(offerText).toContain('reduction factor 4');
-  expect(offerText).toContain('7 steps of 3 × 32 tokens');
+  expect(offerText).toContain('7 steps of 3 × 32 tokens, learning rate 0.001, cosine schedule, 2 warm-up steps, seed 7');
   // Give the engine time to start: still nothing may be loaded before the user confirms.
   await expect.poll(() => shared.getByTestId('share-confirm').isEnabled(), { timeout: 60_000, interval: 250 }).toBe(true);
   await shared.waitForTimeout(1000);
@@ -53,6 +59,10 @@ it('opens a share link in a new page, asks first, then sets up the same configur
   expect(await shared.getByLabel('Reduction factor').inputValue()).toBe('4');
   expect(await shared.getByTestId('steps-input').inputValue()).toBe('7');
   expect(await shared.getByTestId('batch-input').inputValue()).toBe('3');
+  expect(await shared.locator('.train-advanced > summary').textContent()).toBe('Advanced (cosine schedule, 2 warm-up steps, seed 7)');
+  expect(await shared.getByTestId('schedule-select').inputValue()).toBe('cosine');
+  expect(await shared.getByTestId('warmup-input').inputValue()).toBe('2');
+  expect(await shared.getByTestId('seed-input').inputValue()).toBe('7');
   expect(await shared.getByTestId('dataset-input').inputValue()).toBe(DATASET);
   expect(await shared.getByTestId('share-offer').count()).toBe(0);
   expect(await shared.getByTestId('train-step').textContent()).toBe('0'); // not trained by itself
@@ -95,6 +105,7 @@ it('a demo link starts the shared demo with one click: load, set up, train', { t
   const url = await page.getByTestId('share-url').inputValue();
   const config = await decodeShareConfig(url.slice(url.indexOf('#')));
   expect(config).toMatchObject({ demo: true, model: { kind: 'demo' }, method: { kind: 'lora' }, train: { steps: 4, seqLength: 16 }, data: { inline: DATASET } });
+  expect(Object.keys(config.train)).toEqual(['steps', 'seqLength', 'lr']); // the defaults stay out of the link
   await page.close(); // one engine at a time on this machine's CPU-emulated GPU
 
   const demo = await app.browser.newPage();

@@ -75,6 +75,62 @@ describe('round trip', () => {
   });
 });
 
+/** The JSON text a link carries (inflated), to compare what two encoders put in a link. */
+async function payloadOf(link: string): Promise<string> {
+  const base64 = link.slice(SHARE_PREFIX.length).replace(/-/g, '+').replace(/_/g, '/');
+  const bytes = Uint8Array.from(atob(base64 + '='.repeat((4 - (base64.length % 4)) % 4)), (c) => c.charCodeAt(0));
+  return new Response(new Blob([bytes]).stream().pipeThrough(new DecompressionStream('deflate-raw'))).text();
+}
+
+describe('schedule, warm-up and seed', () => {
+  it('round-trip when set; absent, a link reads as before', async () => {
+    const cosine: ShareConfig = { ...LORA, train: { ...LORA.train, schedule: 'cosine', warmupSteps: 2, seed: 7 } };
+    expect(await decodeShareConfig(await encodeShareConfig(cosine))).toEqual(cosine);
+    const linear: ShareConfig = { ...ADAPTER, train: { ...ADAPTER.train, schedule: 'linear' } };
+    expect(await decodeShareConfig(await encodeShareConfig(linear))).toEqual(linear);
+    const seedOnly: ShareConfig = { ...ADAPTER, train: { ...ADAPTER.train, seed: 2 ** 32 - 1 } };
+    expect(await decodeShareConfig(await encodeShareConfig(seedOnly))).toEqual(seedOnly);
+    const plain = (await decodeShareConfig(await encodeShareConfig(LORA))).train;
+    expect(Object.keys(plain)).toEqual(['steps', 'seqLength', 'lr']);
+  });
+
+  it('still reads a link made before they existed, and the same configuration encodes to the same payload', async () => {
+    // Made by the encoder of commit d3bd0c0 (batch size 2, no schedule, warm-up or seed keys).
+    const old =
+      '#share=TYxLTsQwDIavMvrXFmqLhJBvgAQbOIFnYpoI1ymJy2JGuTsaVqy_xw0_4Jmw1aQGvuGreAIj6VYxCJtGrukfsNoEhAZ-JojtWcDzEyG1utcjwBPh6Pre_0T-FOtKCGmrxltNh2kH-2E2CNGk-P3dQ_cOnhdC1-9X9TUy-HEhWANPD9M0E84Sl_xRrgpeBiFJyL0tbsUVjBc_RdbTWdfiXnzFGL8';
+    const decoded = await decodeShareConfig(old);
+    expect(decoded).toEqual({
+      v: 1,
+      model: { kind: 'demo' },
+      method: { kind: 'lora', r: 8, alpha: 16, dropout: 0, useRslora: false, targetModules: null },
+      train: { steps: 12, seqLength: 32, lr: 0.001, batchSize: 2 },
+      data: { inline: 'In the beginning' },
+    });
+    expect(await payloadOf(await encodeShareConfig(decoded))).toBe(await payloadOf(old));
+  });
+
+  it('refuses a bad schedule, warm-up or seed, naming the field', async () => {
+    const train = (patch: Record<string, unknown>) => ({ ...base(), train: { steps: 5, seqLength: 16, lr: 1e-3, ...patch } });
+    for (const schedule of ['step', 'Cosine', '', 0, null, '__proto__']) {
+      const error = await refusalOf(train({ schedule }));
+      expect(error.field).toBe('train.schedule');
+      expect(error.message).toBe('Share link: train.schedule: must be one of constant, linear, cosine');
+    }
+    expect((await refusalOf(train({ warmupSteps: -1 }))).field).toBe('train.warmupSteps');
+    expect((await refusalOf(train({ warmupSteps: 1.5 }))).field).toBe('train.warmupSteps');
+    expect((await refusalOf(train({ warmupSteps: '2' }))).field).toBe('train.warmupSteps');
+    const tooLong = await refusalOf(train({ warmupSteps: 5 }));
+    expect(tooLong.field).toBe('train.warmupSteps');
+    expect(tooLong.message).toBe('Share link: train.warmupSteps: must be fewer than the 5 steps');
+    expect(await decodeShareConfig(SHARE_PREFIX + (await encodeRawPayload(JSON.stringify(train({ warmupSteps: 4 })))))).toMatchObject({ train: { warmupSteps: 4 } });
+    expect((await refusalOf(train({ seed: -1 }))).field).toBe('train.seed');
+    expect((await refusalOf(train({ seed: 2 ** 32 }))).field).toBe('train.seed');
+    expect((await refusalOf(train({ seed: 0.5 }))).field).toBe('train.seed');
+    expect((await refusalOf(train({ seed: '7' }))).field).toBe('train.seed');
+    await expect(encodeShareConfig({ ...ADAPTER, train: { ...ADAPTER.train, warmupSteps: 9 } })).rejects.toMatchObject({ name: 'ShareLinkError', field: 'train.warmupSteps' });
+  });
+});
+
 describe('demo links', () => {
   it('round-trips a batch size; a link without one (made before it existed) means 1', async () => {
     const config: ShareConfig = { ...LORA, train: { ...LORA.train, batchSize: 8 } };
@@ -131,7 +187,7 @@ describe('hostile links', () => {
 
   it('unknown keys, at the top and inside', async () => {
     expect((await refusalOf({ ...base(), script: 'alert(1)' })).field).toBe('script');
-    expect((await refusalOf({ ...base(), train: { steps: 5, seqLength: 16, lr: 1e-3, seed: 3 } })).field).toBe('train.seed');
+    expect((await refusalOf({ ...base(), train: { steps: 5, seqLength: 16, lr: 1e-3, optimizer: 'sgd' } })).field).toBe('train.optimizer');
     expect((await refusalOf({ ...base(), model: { kind: 'demo', id: 'x/y' } })).field).toBe('model.id');
     const proto = SHARE_PREFIX + (await encodeRawPayload(JSON.stringify(base()).replace('{', '{"__proto__":{"polluted":1},')));
     expect((await refusal(proto)).field).toBe('__proto__');

@@ -7,11 +7,14 @@
 //   runId       a random id; the checkpoint's extra metadata names it, so a checkpoint of another run is refused
 //   createdAt   ms since the epoch, when the run started
 //   model       { source: {kind:'demo'} | {kind:'hub', spec, endpoint?} | null (picked files), label, modelType }
-//   settings    { method {…MethodSettings}, steps, seqLen, batchSize, lr, seed, checkpointEvery, validationShare, evalEvery }
+//   settings    { method {…MethodSettings}, steps, seqLen, batchSize, lr, schedule, warmupSteps, seed, checkpointEvery,
+//                 validationShare, evalEvery }; schedule and warmupSteps are absent from files written before the app
+//                 offered them, whose runs used a constant learning rate without warm-up: read as 'constant' and 0
 //   dataset     { characters, fingerprint }: identifies dataset.txt, written before it
 
 import { parseJsonObjectFile, JsonFields } from '../../io/jsonFields.ts';
 import { FormatError, quoteName } from '../../io/errors.ts';
+import { SCHEDULE_KINDS } from '../../train/schedule.ts';
 import type { MethodSettings, ReloadableModelSource, RunSettings, SavedRunDescription, TrainRequest } from '../protocol.ts';
 
 export const SAVED_RUN_FORMAT = 'tabtune-run';
@@ -25,8 +28,9 @@ export class SavedRunError extends FormatError {}
 
 /** The settings a run's numbers depend on, from a train request. */
 export function runSettingsOf(request: RunSettings): RunSettings {
-  const { method, steps, seqLen, batchSize, lr, seed, checkpointEvery, validationShare, evalEvery } = request;
-  return { method: { ...method, targetModules: method.targetModules ? [...method.targetModules] : null }, steps, seqLen, batchSize, lr, seed, checkpointEvery, validationShare, evalEvery };
+  const { method, steps, seqLen, batchSize, lr, schedule, warmupSteps, seed, checkpointEvery, validationShare, evalEvery } = request;
+  const methodCopy = { ...method, targetModules: method.targetModules ? [...method.targetModules] : null };
+  return { method: methodCopy, steps, seqLen, batchSize, lr, schedule, warmupSteps, seed, checkpointEvery, validationShare, evalEvery };
 }
 
 /** FNV-1a (32-bit) over the UTF-16 code units, with the length: tells one dataset text from another. */
@@ -109,16 +113,19 @@ export function parseRunDescription(input: string | Uint8Array, file = RUN_DESCR
   const model = fields.object('model');
   const settings = fields.object('settings');
   const dataset = fields.object('dataset');
+  const steps = settings.integer('steps', 1, 100_000);
   return {
     runId,
     createdAt,
     model: { source: readSource(model), label: model.string('label'), modelType: model.string('modelType') },
     settings: {
       method: readMethod(settings.object('method')),
-      steps: settings.integer('steps', 1, 100_000),
+      steps,
       seqLen: settings.integer('seqLen', 1, 1 << 20),
       batchSize: settings.integer('batchSize', 1, 1 << 20),
       lr: settings.number('lr'),
+      schedule: settings.present('schedule') ? settings.oneOf('schedule', SCHEDULE_KINDS) : 'constant',
+      warmupSteps: settings.present('warmupSteps') ? settings.integer('warmupSteps', 0, steps - 1) : 0,
       seed: settings.integer('seed', 0, 2 ** 32 - 1),
       checkpointEvery: settings.integer('checkpointEvery', 0, 100_000),
       validationShare: settings.number('validationShare'),
@@ -133,6 +140,8 @@ const SETTING_NAMES: Record<keyof Omit<RunSettings, 'method'>, string> = {
   seqLen: 'sequence length',
   batchSize: 'batch size',
   lr: 'learning rate',
+  schedule: 'learning-rate schedule',
+  warmupSteps: 'warm-up steps',
   seed: 'seed',
   checkpointEvery: 'checkpoint interval',
   validationShare: 'validation share',

@@ -7,7 +7,8 @@
 
 import type { LoadedCheckpoint } from '../../train/checkpoint.ts';
 import { requireUsable } from '../../train/data.ts';
-import { packDataset } from '../../train/packing.ts';
+import { MAX_SEED, packDataset } from '../../train/packing.ts';
+import { SCHEDULE_KINDS } from '../../train/schedule.ts';
 import { resolveTrainerConfig, ResumeMismatchError, Trainer, type TrainerConfig, type TrainingState } from '../../train/trainer.ts';
 import { AdapterTrainingView } from '../../train/trainingView.ts';
 import { engineState, requireDevice, requireLoaded, type CallContext } from '../engineState.ts';
@@ -40,6 +41,10 @@ function checkRequest(payload: TrainRequest): void {
   checkInteger('the batch size', payload.batchSize, 1, MAX_BATCH_SIZE);
   checkInteger('the checkpoint interval', payload.checkpointEvery, 0, MAX_STEPS);
   checkInteger('the evaluation interval', payload.evalEvery, 0, MAX_STEPS);
+  if (!SCHEDULE_KINDS.includes(payload.schedule)) throw new BadRequestError(`the learning-rate schedule must be one of ${SCHEDULE_KINDS.join(', ')}, got ${JSON.stringify(payload.schedule)}`);
+  checkInteger('the warm-up steps', payload.warmupSteps, 0, MAX_STEPS);
+  if (payload.warmupSteps >= payload.steps) throw new BadRequestError(`the warm-up steps must be fewer than the ${payload.steps} steps of the run, got ${payload.warmupSteps}`);
+  checkInteger('the seed', payload.seed, 0, MAX_SEED);
   try {
     checkValidationShare(payload.validationShare);
   } catch (error) {
@@ -77,7 +82,15 @@ export async function trainCall(payload: TrainRequest, ctx: CallContext): Promis
   const padId = current.tokenizer.special.pad?.id ?? current.tokenizer.special.eos?.id ?? 0;
   const validationExamples = validationExampleCount(dataset.examples.length, payload.validationShare);
   const packed = packDataset(dataset, { seqLen: payload.seqLen, padId, seed: payload.seed, validationExamples });
-  const config: TrainerConfig = { steps: payload.steps, batchSize: payload.batchSize, lr: payload.lr, schedule: 'constant', seed: payload.seed, evalEvery: payload.evalEvery };
+  const config: TrainerConfig = {
+    steps: payload.steps,
+    batchSize: payload.batchSize,
+    lr: payload.lr,
+    schedule: payload.schedule,
+    warmupSteps: payload.warmupSteps,
+    seed: payload.seed,
+    evalEvery: payload.evalEvery,
+  };
   resolveTrainerConfig(config); // a bad setting fails here, before anything is saved
   if (!saved && store) await beginRun(store, payload, runId, current.summary.modelType);
 

@@ -1,6 +1,7 @@
-// The saved run's description (src/worker/calls/savedRun.ts): written and read back unchanged, every damaged or
-// foreign file refused with a SavedRunError naming the field, the settings comparison that guards a resume, and
-// the dataset fingerprint.
+// The saved run's description (src/worker/calls/savedRun.ts): written and read back unchanged, a file written
+// before the schedule and warm-up were saved read as a constant schedule without warm-up, every damaged or foreign
+// file refused with a SavedRunError naming the field, the settings comparison that guards a resume, and the dataset
+// fingerprint.
 
 import { describe, expect, it } from 'vitest';
 import { describeRun, encodeRunDescription, parseRunDescription, runSettingsOf, SavedRunError, settingsDifference, textFingerprint } from '../../../src/worker/calls/savedRun.ts';
@@ -13,6 +14,8 @@ const request: TrainRequest = {
   seqLen: 64,
   batchSize: 2,
   lr: 0.002,
+  schedule: 'cosine',
+  warmupSteps: 3,
   seed: 7,
   checkpointEvery: 5,
   validationShare: 0.1,
@@ -48,6 +51,37 @@ describe('run description', () => {
     expect(parseRunDescription(new TextEncoder().encode(text))).toEqual(description);
   });
 
+  it('writes the schedule and warm-up steps', () => {
+    const json = JSON.parse(encodeRunDescription(description)) as { settings: Record<string, unknown> };
+    expect(json.settings).toMatchObject({ schedule: 'cosine', warmupSteps: 3, seed: 7 });
+  });
+
+  it('reads a run.json written before the schedule and warm-up were saved as constant and 0', () => {
+    // Exactly what the build before them wrote (its runs all trained at a constant learning rate, no warm-up).
+    const older =
+      '{"format":"tabtune-run","version":1,"runId":"3f2a9c1e-0b7d-4c1e-9a55-2d4f6b8e0c11","createdAt":1750000000000,' +
+      '"model":{"source":{"kind":"demo"},"label":"Demo model","modelType":"gpt2"},' +
+      '"settings":{"method":{"method":"lora","r":8,"alpha":16,"dropout":0,"useRslora":false,"targetModules":null,"reductionFactor":16,"placement":"pfeiffer"},' +
+      '"steps":20,"seqLen":32,"batchSize":1,"lr":0.001,"seed":0,"checkpointEvery":10,"validationShare":0.1,"evalEvery":10},' +
+      '"dataset":{"characters":12,"fingerprint":"c-0123abcd"}}';
+    const read = parseRunDescription(older);
+    expect(read.settings).toEqual({
+      method: { method: 'lora', r: 8, alpha: 16, dropout: 0, useRslora: false, targetModules: null, reductionFactor: 16, placement: 'pfeiffer' },
+      steps: 20,
+      seqLen: 32,
+      batchSize: 1,
+      lr: 0.001,
+      schedule: 'constant',
+      warmupSteps: 0,
+      seed: 0,
+      checkpointEvery: 10,
+      validationShare: 0.1,
+      evalEvery: 10,
+    });
+    // Written again, it carries the two fields and reads back the same.
+    expect(parseRunDescription(encodeRunDescription(read))).toEqual(read);
+  });
+
   it('keeps a demo source and a picked-files (null) source', () => {
     for (const source of [{ kind: 'demo' } as const, null]) {
       const run = describeRun({ ...request, model: { source, label: 'x' } }, { runId: 'abc', createdAt: 1, modelType: 'gpt2' });
@@ -67,6 +101,16 @@ describe('run description', () => {
     expect(refusal(edited((j) => delete j.settings)).field).toBe('settings');
     expect(refusal(edited((j) => ((j.settings as Record<string, unknown>).steps = 2.5))).field).toBe('settings.steps');
     expect(refusal(edited((j) => ((j.settings as Record<string, unknown>).lr = '0.1'))).field).toBe('settings.lr');
+    const schedule = refusal(edited((j) => ((j.settings as Record<string, unknown>).schedule = 'step')));
+    expect(schedule.field).toBe('settings.schedule');
+    expect(schedule.message).toMatch(/must be one of constant, linear, cosine, got "step"/);
+    expect(refusal(edited((j) => ((j.settings as Record<string, unknown>).warmupSteps = -1))).field).toBe('settings.warmupSteps');
+    expect(refusal(edited((j) => ((j.settings as Record<string, unknown>).warmupSteps = 1.5))).field).toBe('settings.warmupSteps');
+    // The warm-up ends before the last step (the run has 40).
+    const warmup = refusal(edited((j) => ((j.settings as Record<string, unknown>).warmupSteps = 40)));
+    expect(warmup.field).toBe('settings.warmupSteps');
+    expect(warmup.message).toMatch(/must be an integer in \[0, 39\], got 40/);
+    expect(refusal(edited((j) => ((j.settings as Record<string, unknown>).seed = 2 ** 32))).field).toBe('settings.seed');
     expect(refusal(edited((j) => (((j.settings as Record<string, Record<string, unknown>>).method.method = 'full')))).field).toBe('settings.method.method');
     expect(refusal(edited((j) => (((j.settings as Record<string, Record<string, unknown>>).method.targetModules = [1])))).field).toBe('settings.method.targetModules');
     expect(refusal(edited((j) => (((j.model as Record<string, Record<string, unknown>>).source.kind = 'files')))).field).toBe('model.source.kind');
@@ -87,6 +131,9 @@ describe('settingsDifference', () => {
   it('names the first setting that differs, with both values', () => {
     expect(settingsDifference(settings, { ...settings, lr: 0.01 })).toBe('learning rate: 0.002 saved, 0.01 now');
     expect(settingsDifference(settings, { ...settings, steps: 41 })).toBe('steps: 40 saved, 41 now');
+    expect(settingsDifference(settings, { ...settings, schedule: 'linear' })).toBe('learning-rate schedule: cosine saved, linear now');
+    expect(settingsDifference(settings, { ...settings, warmupSteps: 0 })).toBe('warm-up steps: 3 saved, 0 now');
+    expect(settingsDifference(settings, { ...settings, seed: 8 })).toBe('seed: 7 saved, 8 now');
     expect(settingsDifference(settings, { ...settings, method: { ...settings.method, r: 8 } })).toBe('method setting r: 4 saved, 8 now');
     expect(settingsDifference(settings, { ...settings, method: { ...settings.method, targetModules: null } })).toBe('method setting targetModules: ["q_proj","v_proj"] saved, null now');
   });

@@ -1,11 +1,12 @@
 // The saved run's files (src/worker/calls/savedRunFiles.ts) over an in-memory directory: a run begun and read back
-// with its dataset and checkpoint step, the order of writes that never leaves a description next to another run's
-// files, and the typed refusals of a damaged or mismatched saved run.
+// with its dataset and checkpoint step, a run saved by the build before the schedule and warm-up were saved still
+// offered and continued with the same settings, the order of writes that never leaves a description next to another
+// run's files, and the typed refusals of a damaged or mismatched saved run.
 
 import { describe, expect, it } from 'vitest';
 import { CheckpointError, memoryCheckpointStorage, saveCheckpoint } from '../../../src/train/checkpoint.ts';
 import { resolveTrainerConfig, type TrainerSnapshot } from '../../../src/train/trainer.ts';
-import { describeRun, RUN_DESCRIPTION_FILE, SavedRunError } from '../../../src/worker/calls/savedRun.ts';
+import { describeRun, RUN_DESCRIPTION_FILE, SavedRunError, settingsDifference } from '../../../src/worker/calls/savedRun.ts';
 import { CHECKPOINT_FILE, DATASET_FILE, SavedRunStore, type RunFiles } from '../../../src/worker/calls/savedRunFiles.ts';
 import type { TrainRequest } from '../../../src/worker/protocol.ts';
 
@@ -28,6 +29,8 @@ const request: TrainRequest = {
   seqLen: 16,
   batchSize: 1,
   lr: 0.01,
+  schedule: 'constant',
+  warmupSteps: 0,
   seed: 0,
   checkpointEvery: 2,
   validationShare: 0.1,
@@ -68,6 +71,23 @@ describe('SavedRunStore', () => {
     expect(run?.checkpointStep).toBe(4);
     expect(run?.savedAt).toBe(123456);
     expect(store.saver('run-a', 2).every).toBe(2);
+  });
+
+  it('a run saved before the schedule and warm-up were saved is offered as constant, 0: the same request continues it', async () => {
+    const files = memoryRunFiles();
+    const store = new SavedRunStore(files);
+    await store.begin(runA, request.dataset);
+    await saveCheckpoint(files, snapshot(4), { name: CHECKPOINT_FILE, extraMetadata: { runId: 'run-a', savedAt: '5000' } });
+    // The older build's run.json: the same description without the two settings.
+    const older = JSON.parse(new TextDecoder().decode(files.files.get(RUN_DESCRIPTION_FILE))) as { settings: Record<string, unknown> };
+    delete older.settings.schedule;
+    delete older.settings.warmupSteps;
+    files.files.set(RUN_DESCRIPTION_FILE, new TextEncoder().encode(JSON.stringify(older)));
+    const run = await store.read();
+    expect(run).toEqual({ description: runA, checkpointStep: 4, savedAt: 5000, dataset: request.dataset });
+    expect(run?.description.settings).toMatchObject({ schedule: 'constant', warmupSteps: 0, seed: 0 });
+    expect(settingsDifference(run!.description.settings, request)).toBeNull(); // what the app sends by default
+    expect(settingsDifference(run!.description.settings, { ...request, schedule: 'cosine' })).toBe('learning-rate schedule: constant saved, cosine now');
   });
 
   it('a new run removes the previous checkpoint before its own files are written', async () => {
