@@ -12,11 +12,21 @@ export function checkSeqLen(seqLen: number, maxPositions: number): void {
   if (!Number.isSafeInteger(seqLen) || seqLen < 1 || seqLen > maxPositions) throw new BadRequestError(`the sequence length must be an integer in [1, ${maxPositions}], got ${seqLen}`);
 }
 
+/**
+ * The last dataset tokenized, with what it was tokenized for: the data panel inspects a text and the run that
+ * follows trains on the same one, and a large file takes the tokenizer seconds (about 1 MB/s), so it is done once.
+ */
+let lastTokenized: { loaded: LoadedModel; text: string; seqLen: number; dataset: TokenizedDataset } | null = null;
+
 export function tokenize(current: LoadedModel, text: string, seqLen: number): TokenizedDataset {
   if (typeof text !== 'string') throw new BadRequestError('the dataset must be text');
   checkSeqLen(seqLen, current.model.config.maxPositions);
+  if (lastTokenized && lastTokenized.loaded === current && lastTokenized.seqLen === seqLen && lastTokenized.text === text) return lastTokenized.dataset;
+  lastTokenized = null; // the previous model's or text's tokens are not kept past a new request
   const parsed = parseDataset(text, { fileName: 'the dataset' });
-  return tokenizeDataset(parsed, { tokenizer: current.tokenizer, chatTemplate: current.chatTemplate, maxTokens: seqLen + 1, modelVocabSize: current.model.config.vocabSize });
+  const dataset = tokenizeDataset(parsed, { tokenizer: current.tokenizer, chatTemplate: current.chatTemplate, maxTokens: seqLen + 1, modelVocabSize: current.model.config.vocabSize });
+  lastTokenized = { loaded: current, text, seqLen, dataset };
+  return dataset;
 }
 
 export async function inspectDataset({ text, seqLen }: Payload<'inspectDataset'>): Promise<DatasetSummary> {
