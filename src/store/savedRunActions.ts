@@ -59,22 +59,9 @@ export async function resumeSavedRun(): Promise<void> {
     offerAgain(run, `This run used ${label}, picked from files, which the page cannot load again by itself: load it in the model panel, then press Resume.`);
     return;
   }
-  const { settings } = run.description;
-  state().setMethodSettings(settings.method);
-  state().patchTraining({
-    dataset: run.dataset,
-    datasetFileName: null,
-    steps: settings.steps,
-    seqLen: settings.seqLen,
-    batchSize: settings.batchSize,
-    lr: settings.lr,
-    schedule: settings.schedule,
-    warmupSteps: settings.warmupSteps,
-    seed: settings.seed,
-    checkpointEvery: settings.checkpointEvery,
-    validationShare: settings.validationShare,
-    evalEvery: settings.evalEvery,
-  });
+  const { method, ...runSettings } = run.description.settings;
+  state().setMethodSettings(method);
+  state().patchTraining({ dataset: run.dataset, datasetFileName: null, ...runSettings });
   await startTraining({ fromCheckpoint: true, offered: run });
 }
 

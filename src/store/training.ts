@@ -4,8 +4,7 @@
 // in browser storage that a reloaded page offers to continue.
 
 import type { StateCreator } from 'zustand';
-import type { ScheduleKind } from '../train/schedule.ts';
-import type { AttachedMethod, DatasetSummary, EngineFailure, LossPoint, MethodSettings, SavedRun, TrainMemory } from '../worker/protocol.ts';
+import type { AttachedMethod, DatasetSummary, EngineFailure, LossPoint, MethodSettings, RunSettings, SavedRun, TrainMemory } from '../worker/protocol.ts';
 import type { AppState } from './index.ts';
 
 export interface TrainProgress {
@@ -33,7 +32,8 @@ export type SavedRunOffer =
   | { state: 'resuming'; run: SavedRun }
   | { state: 'unreadable'; message: string };
 
-export interface TrainingState {
+/** The run settings (all but the method, which is `settings`) are RunSettings' fields, documented there. */
+export interface TrainingState extends Omit<RunSettings, 'method'> {
   settings: MethodSettings;
   /** The adapter on the model now (null: none, or the settings changed since). */
   attached: AttachedMethod | null;
@@ -42,23 +42,6 @@ export interface TrainingState {
   /** The file the dataset was read from (dropped or chosen), or null when pasted; whoever sets `dataset` sets this. */
   datasetFileName: string | null;
   datasetSummary: DatasetSummary | null;
-  steps: number;
-  seqLen: number;
-  /** Packed rows of seqLen tokens per optimizer step. */
-  batchSize: number;
-  lr: number;
-  /** How the learning rate changes over the run, after the warm-up (train/schedule.ts). */
-  schedule: ScheduleKind;
-  /** Steps over which the learning rate rises to lr first; fewer than `steps`. */
-  warmupSteps: number;
-  /** Orders the examples and rows (and seeds dropout): the same seed repeats a run exactly. */
-  seed: number;
-  /** Save a checkpoint in browser storage every this many steps. */
-  checkpointEvery: number;
-  /** Share of the examples held out for the validation loss (none under 10 examples). */
-  validationShare: number;
-  /** Evaluate the validation loss every this many steps (and at the end). */
-  evalEvery: number;
   /** A run owns the settings: from its start until it ends (also while paused or interrupted). */
   running: boolean;
   phase: TrainPhase;

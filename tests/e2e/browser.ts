@@ -78,6 +78,14 @@ export const GENESIS_DATASET = [
   'And God said, Let there be light: and there was light.',
 ].join('\n');
 
+/** The Genesis dataset in the data panel, read by the worker, and runs of 16-token rows (at learning rate `lr`, when given). */
+export async function fillGenesisRun(page: Page, lr?: number): Promise<void> {
+  await page.getByTestId('dataset-input').fill(GENESIS_DATASET);
+  await expect.poll(() => page.getByTestId('dataset-summary').textContent(), { timeout: 30_000, interval: 250 }).toMatch(/text: 3 examples, \d+ tokens/);
+  await page.getByLabel('Sequence length').fill('16');
+  if (lr !== undefined) await page.getByLabel('Learning rate').fill(String(lr));
+}
+
 /** Start a run of `steps` steps in the train panel; the loss shown at each step seen, once the run has ended. */
 export async function trainSteps(page: Page, steps: number): Promise<Map<number, number>> {
   await page.getByTestId('steps-input').fill(String(steps));

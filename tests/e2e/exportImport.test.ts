@@ -28,7 +28,7 @@ import { importLoraAdapter } from '../../src/peft/peftFiles.ts';
 import { testEngine } from '../helpers/gpu.ts';
 import { expectClose, relativeError } from '../helpers/numeric.ts';
 import { memoryProvider } from '../models/helpers.ts';
-import { GENESIS_DATASET, loadDemo, startApp, trainSteps, type App } from './browser.ts';
+import { fillGenesisRun, loadDemo, startApp, trainSteps, type App } from './browser.ts';
 
 const DEMO = fileURLToPath(new URL('../../public/demo/', import.meta.url));
 const golden = JSON.parse(readFileSync(new URL('../fixtures/demo/golden.json', import.meta.url), 'utf8')) as {
@@ -86,10 +86,7 @@ it('downloads the merged model, its ONNX file and the adapter zip, and imports t
   await loadDemo(page);
 
   await page.getByTestId('method-select').selectOption('lora');
-  await page.getByTestId('dataset-input').fill(GENESIS_DATASET);
-  await expect.poll(() => page.getByTestId('dataset-summary').textContent(), { timeout: 30_000, interval: 250 }).toMatch(/3 examples/);
-  await page.getByLabel('Sequence length').fill('16');
-  await page.getByLabel('Learning rate').fill('0.05');
+  await fillGenesisRun(page, 0.05);
   const firstLosses = await trainSteps(page, 2);
   await expect.poll(() => page.getByTestId('export-merged').isEnabled(), { timeout: 120_000, interval: 250 }).toBe(true);
 
@@ -182,10 +179,7 @@ it('downloads the merged model, its ONNX file and the adapter zip, and imports t
 
   // Training continues the imported adapter: a fresh adapter computes the base model (B starts at zero), so its
   // first-step loss is the first page's on the same first batch (same seed); the imported adapter's is another.
-  await fresh.getByTestId('dataset-input').fill(GENESIS_DATASET);
-  await expect.poll(() => fresh.getByTestId('dataset-summary').textContent(), { timeout: 30_000, interval: 250 }).toMatch(/3 examples/);
-  await fresh.getByLabel('Sequence length').fill('16');
-  await fresh.getByLabel('Learning rate').fill('0.05');
+  await fillGenesisRun(fresh, 0.05);
   const continued = await trainSteps(fresh, 1);
   console.info(`losses: ${JSON.stringify([...firstLosses])} on a fresh adapter, first step ${continued.get(1)} on the imported one`);
   expect(Math.abs(continued.get(1)! - firstLosses.get(1)!)).toBeGreaterThan(0.05);

@@ -26,7 +26,7 @@ import { importLoraAdapter } from '../../src/peft/peftFiles.ts';
 import { unbundleAdapter } from '../../src/worker/adapterBundle.ts';
 import { testEngine } from '../helpers/gpu.ts';
 import { memoryProvider } from '../models/helpers.ts';
-import { GENESIS_DATASET, loadDemo, startApp, trainSteps, type App } from './browser.ts';
+import { fillGenesisRun, loadDemo, startApp, trainSteps, type App } from './browser.ts';
 
 const DEMO = fileURLToPath(new URL('../../public/demo/', import.meta.url));
 const golden = JSON.parse(readFileSync(new URL('../fixtures/demo/golden.json', import.meta.url), 'utf8')) as {
@@ -106,10 +106,7 @@ it('compares the trained LoRA adapter with the base model, side by side', { time
   expect(await page.getByTestId('generate-output-base').count()).toBe(0);
 
   await page.getByTestId('method-select').selectOption('lora');
-  await page.getByTestId('dataset-input').fill(GENESIS_DATASET);
-  await expect.poll(() => page.getByTestId('dataset-summary').textContent(), { timeout: 30_000, interval: 250 }).toMatch(/3 examples/);
-  await page.getByLabel('Sequence length').fill('16');
-  await page.getByLabel('Learning rate').fill('0.01');
+  await fillGenesisRun(page, 0.01);
   await trainSteps(page, 3);
   await expect.poll(() => page.getByTestId('generate-compare').isEnabled(), { timeout: 120_000, interval: 250 }).toBe(true);
 

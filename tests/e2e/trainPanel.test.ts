@@ -6,7 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { bytesSource, readSafetensorsHeader } from '../../src/io/safetensors.ts';
 import { unbundleAdapter } from '../../src/worker/adapterBundle.ts';
-import { GENESIS_DATASET, loadDemo, startApp, trainSteps, type App } from './browser.ts';
+import { fillGenesisRun, loadDemo, startApp, trainSteps, type App } from './browser.ts';
 
 
 let app: App;
@@ -23,9 +23,7 @@ it('trains LoRA for 3 steps in the worker and downloads the adapter', { timeout:
   await loadDemo(page);
 
   await page.getByTestId('method-select').selectOption('lora');
-  await page.getByTestId('dataset-input').fill(GENESIS_DATASET);
-  await expect.poll(() => page.getByTestId('dataset-summary').textContent(), { timeout: 30_000, interval: 250 }).toMatch(/text: 3 examples, \d+ tokens/);
-  await page.getByLabel('Sequence length').fill('16');
+  await fillGenesisRun(page);
   const losses = await trainSteps(page, 3);
   const values = [...losses.values()];
   for (const loss of values) {

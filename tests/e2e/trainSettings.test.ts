@@ -5,7 +5,7 @@
 
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { Page } from 'playwright-core';
-import { GENESIS_DATASET, loadDemo, startApp, trainSteps, type App } from './browser.ts';
+import { fillGenesisRun, loadDemo, startApp, trainSteps, type App } from './browser.ts';
 
 let app: App;
 beforeAll(async () => {
@@ -37,9 +37,7 @@ it('the seed orders the rows: the same seed repeats a run step for step, another
   await page.goto(app.url);
   await loadDemo(page);
   await page.getByTestId('method-select').selectOption('lora');
-  await page.getByTestId('dataset-input').fill(GENESIS_DATASET);
-  await expect.poll(() => page.getByTestId('dataset-summary').textContent(), { timeout: 30_000, interval: 250 }).toMatch(/text: 3 examples/);
-  await page.getByLabel('Sequence length').fill('16');
+  await fillGenesisRun(page);
 
   // Closed by default; Enter on its summary opens it.
   const advanced = page.locator('.train-panel details.train-advanced');

@@ -98,7 +98,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOpt
       engine.gpu.dispatch(tiled('attentionForwardTiled'), {
         params: tiledParams(dims, block),
         bindings,
-        workgroups: tiledQueryGrid(dims, block.rows),
+        workgroups: queryGrid(dims, block.rows),
       });
     } else {
       engine.gpu.dispatch(direct('attentionForward'), { params: attentionParams(dims), bindings, workgroups: queryGrid(dims) });
@@ -154,43 +154,23 @@ function attentionDims(q: Tensor, k: Tensor, v: Tensor, options: AttentionOption
   return { B, T, S, H, KVH, D, scale, causal, kvOffset, kernel };
 }
 
-function attentionParams(d: AttentionDims) {
-  return [
-    u32(d.T),
-    u32(d.S),
-    u32(d.H),
-    u32(d.KVH),
-    u32(d.D),
-    f32(d.scale),
-    u32(d.causal ? 1 : 0),
-    u32(d.causal ? d.kvOffset : 0),
-    u32(d.B * d.T * d.H),
-  ];
+/** The fields both kernel sets' Params structs begin with. */
+function sharedParams(d: AttentionDims) {
+  return [u32(d.T), u32(d.S), u32(d.H), u32(d.KVH), u32(d.D), f32(d.scale), u32(d.causal ? 1 : 0), u32(d.causal ? d.kvOffset : 0)];
 }
 
-/** One thread per query row (t, query head of the group), per (kv head, batch). */
-function queryGrid(d: AttentionDims): [number, number, number] {
-  return [Math.ceil((d.T * (d.H / d.KVH)) / ROWS_PER_GROUP), d.KVH, d.B];
+/** The Params struct of attention.wgsl. */
+function attentionParams(d: AttentionDims) {
+  return [...sharedParams(d), u32(d.B * d.T * d.H)];
 }
 
 /** The Params struct of attention_tiled.wgsl. */
 function tiledParams(d: AttentionDims, block: { rows: number; keys: number }) {
-  return [
-    u32(d.T),
-    u32(d.S),
-    u32(d.H),
-    u32(d.KVH),
-    u32(d.D),
-    f32(d.scale),
-    u32(d.causal ? 1 : 0),
-    u32(d.causal ? d.kvOffset : 0),
-    u32(block.rows),
-    u32(block.keys),
-  ];
+  return [...sharedParams(d), u32(block.rows), u32(block.keys)];
 }
 
-/** A workgroup per `rows` flattened query rows (t, query head of the group), per (kv head, batch). */
-function tiledQueryGrid(d: AttentionDims, rows: number): [number, number, number] {
+/** A workgroup per `rows` flattened query rows (t, query head of the group), per (kv head, batch); the direct kernels take one thread per row. */
+function queryGrid(d: AttentionDims, rows = ROWS_PER_GROUP): [number, number, number] {
   return [Math.ceil((d.T * (d.H / d.KVH)) / rows), d.KVH, d.B];
 }
 
@@ -231,7 +211,7 @@ function attentionBackward(
         gpu.dispatch(tiled('attentionBackwardQueryTiled'), {
           params: tiledParams(dims, blocks.query),
           bindings,
-          workgroups: tiledQueryGrid(dims, blocks.query.rows),
+          workgroups: queryGrid(dims, blocks.query.rows),
         });
       } else {
         gpu.dispatch(direct('attentionBackwardQuery'), { params, bindings, workgroups: queryGrid(dims) });

@@ -10,12 +10,11 @@ import {
   swigluReference,
 } from '../../../src/engine/reference/activation.ts';
 import { testEngine } from '../../helpers/gpu.ts';
+import { expectUnaryMatchesReference, sizeOf, UNARY_SHAPES, unaryAtPoints } from './unaryChecks.ts';
 import { dot, expectClose, numericGradient, randomArray, rng, toF32 } from '../../helpers/numeric.ts';
 
 const engine = await testEngine();
 
-const sizeOf = (shape: readonly number[]) => shape.reduce((product, dim) => product * dim, 1);
-const shapes = [[1], [7, 13], [3, 300], [2, 3, 65]];
 
 // Inputs from tiny to far beyond where tanh and sigmoid saturate in f32.
 const extremes = Float64Array.from(
@@ -28,42 +27,21 @@ const unary = [
   { name: 'silu', op: silu, forward: siluReference, backward: siluBackwardReference },
 ] as const;
 
-describe.each(unary)('$name', ({ name, op, forward, backward }) => {
-  it.each(shapes)('GPU forward and backward match the float64 reference: %j', async (...shape) => {
-    const random = rng(sizeOf(shape) + name.length);
-    const x = randomArray(sizeOf(shape), random, 6);
-    const dOut = randomArray(sizeOf(shape), random);
-    await engine.scope(async () => {
-      const input = engine.tensor(toF32(x), shape, { requiresGrad: true });
-      const out = op(input);
-      expect(out.shape).toEqual(shape);
-      expectClose(await out.read(), forward(x), 1e-5, 'out');
-      engine.backward(out, engine.tensor(toF32(dOut), shape));
-      expectClose(await input.grad!.read(), backward(x, dOut), 1e-5, 'dX');
-    });
-  });
+describe.each(unary)('$name', (unaryCase) => {
+  const { op, forward, backward } = unaryCase;
+  it.each(UNARY_SHAPES)('GPU forward and backward match the float64 reference: %j', (...shape) => expectUnaryMatchesReference(engine, unaryCase, shape));
 
   it('stays finite and exact for |x| up to 1e4', async () => {
-    const ones = new Float64Array(extremes.length).fill(1);
-    await engine.scope(async () => {
-      const input = engine.tensor(toF32(extremes), [extremes.length], { requiresGrad: true });
-      const out = op(input);
-      engine.backward(out, engine.full(out.shape, 1));
-      const values = Array.from(await out.read());
-      const grads = Array.from(await input.grad!.read());
-      for (const value of [...values, ...grads]) expect(Number.isFinite(value)).toBe(true);
-      expectClose(values, forward(extremes), 1e-5, 'out');
-      expectClose(grads, backward(extremes, ones), 1e-5, 'dX');
-      // Saturated ends: the identity above, zero below.
-      expect(values[extremes.length - 1]).toBe(1e4);
-      expect(Math.abs(values[0])).toBe(0);
-      expect(grads[extremes.length - 1]).toBe(1);
-      expect(grads[0]).toBe(0);
-      // Around zero the relative error is small too.
-      const small = extremes.map((v, i) => (Math.abs(v) <= 1 ? i : -1)).filter((i) => i >= 0);
-      expectClose(small.map((i) => values[i]), small.map((i) => forward(extremes)[i]), 1e-5, 'out near 0');
-      expectClose(small.map((i) => grads[i]), small.map((i) => backward(extremes, ones)[i]), 1e-5, 'dX near 0');
-    });
+    const { values, grads, expected, expectedGrads } = await unaryAtPoints(engine, unaryCase, extremes);
+    // Saturated ends: the identity above, zero below.
+    expect(values[extremes.length - 1]).toBe(1e4);
+    expect(Math.abs(values[0])).toBe(0);
+    expect(grads[extremes.length - 1]).toBe(1);
+    expect(grads[0]).toBe(0);
+    // Around zero the relative error is small too.
+    const small = extremes.map((v, i) => (Math.abs(v) <= 1 ? i : -1)).filter((i) => i >= 0);
+    expectClose(small.map((i) => values[i]), small.map((i) => expected[i]), 1e-5, 'out near 0');
+    expectClose(small.map((i) => grads[i]), small.map((i) => expectedGrads[i]), 1e-5, 'dX near 0');
   });
 
   it('reference gradient agrees with central finite differences', () => {
@@ -92,7 +70,7 @@ describe('gelu', () => {
 });
 
 describe('swiglu', () => {
-  it.each(shapes)('GPU forward and backward match the float64 reference: %j', async (...shape) => {
+  it.each(UNARY_SHAPES)('GPU forward and backward match the float64 reference: %j', async (...shape) => {
     const random = rng(sizeOf(shape) + 17);
     const gate = randomArray(sizeOf(shape), random, 6);
     const up = randomArray(sizeOf(shape), random, 2);
