@@ -100,8 +100,12 @@ export function endKeptSession(): boolean {
   return true;
 }
 
-/** How long a failed run waits for the device's loss to be confirmed (a readback fails a moment before it is). */
-const LOSS_CONFIRM_MS = 250;
+/**
+ * How long a failed run waits for the device's loss to be confirmed: a readback fails a moment before it is, and
+ * on a busy machine that moment can last seconds (the confirmation crosses to the GPU process and back). A
+ * failure with a healthy device is rare, so waiting costs little; missing the loss would end the run for good.
+ */
+const LOSS_CONFIRM_MS = 5000;
 
 /**
  * The DeviceLostError when the device is gone, else null. A destroyed device fails pending readbacks (as aborted
