@@ -91,8 +91,12 @@ const CONFIG_MAX_BYTES = 4 * 1024 * 1024;
 
 /** Parse config.json bytes or text. */
 export function parseModelConfig(input: string | Uint8Array, file = 'config.json'): ModelConfig {
-  const json = parseJsonObjectFile(input, file, CONFIG_MAX_BYTES, ConfigError);
-  return configFromJson(json, file);
+  return configFromJson(parseConfigObject(input, file), file);
+}
+
+/** config.json bytes or text as a JSON object, before its fields are read. */
+export function parseConfigObject(input: string | Uint8Array, file = 'config.json'): JsonObject {
+  return parseJsonObjectFile(input, file, CONFIG_MAX_BYTES, ConfigError);
 }
 
 export function configFromJson(json: JsonObject, file = 'config.json'): ModelConfig {
@@ -102,7 +106,7 @@ export function configFromJson(json: JsonObject, file = 'config.json'): ModelCon
     fields.fail('model_type', `is ${quoteName(modelType)}, which tabtune does not support (supported: ${SUPPORTED_MODEL_TYPES.join(', ')})`);
   }
   if (json.has('quantization_config') && json.get('quantization_config') !== null) {
-    fields.fail('quantization_config', 'is present: pre-quantized checkpoints are not supported; load the unquantized model (tabtune quantizes on upload)');
+    fields.fail('quantization_config', 'is present: a pre-quantized checkpoint loads as a 4-bit base (peft/checkpoint.ts), not as a float model');
   }
   return modelType === 'gpt2' ? gpt2Config(fields) : llamaConfig(fields, modelType as Exclude<ModelType, 'gpt2'>);
 }

@@ -9,7 +9,8 @@ import { FileReadError, quoteName, ShardIndexError } from '../io/errors.ts';
 import { readSafetensorsHeader, readTensor, type ByteSource, type NonFiniteWarning, type SafetensorsHeader } from '../io/safetensors.ts';
 import { checkShardHeaders, parseShardIndex, SHARD_INDEX_FILE, shardNameProblem } from '../io/shardIndex.ts';
 import type { Tensor } from '../engine/tensor.ts';
-import { parseModelConfig, type ModelConfig } from './config.ts';
+import type { JsonObject } from '../io/strictJson.ts';
+import { configFromJson, parseConfigObject, type ModelConfig } from './config.ts';
 import { Gpt2Model } from './gpt2.ts';
 import { LlamaModel } from './llama.ts';
 import type { CausalLM } from './model.ts';
@@ -62,12 +63,17 @@ export interface InspectedModel {
 }
 
 export async function readModelConfig(files: ModelFileProvider): Promise<ModelConfig> {
+  return configFromJson(await readConfigObject(files), CONFIG_FILE);
+}
+
+/** config.json as a JSON object (valid UTF-8 and JSON, within the size limit), its fields not yet read. */
+export async function readConfigObject(files: ModelFileProvider): Promise<JsonObject> {
   const names = await files.list();
   if (!names.includes(CONFIG_FILE)) throw new ModelFilesError(folderName(files), `has no ${CONFIG_FILE}`, { field: CONFIG_FILE });
   const source = await files.open(CONFIG_FILE);
   const bytes = await source.read(0, source.size);
   if (bytes.byteLength !== source.size) throw new FileReadError(CONFIG_FILE, 'was cut short while reading', { field: 'file' });
-  return parseModelConfig(bytes, CONFIG_FILE);
+  return parseConfigObject(bytes, CONFIG_FILE);
 }
 
 /**

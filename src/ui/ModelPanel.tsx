@@ -178,7 +178,7 @@ export function ModelPanel() {
 
 function statusText(status: string, label: string | null, summary: ModelSummary | null): string {
   if (status === 'loading') return `Loading ${label ?? 'the model'}…`;
-  if (status === 'ready' && summary) return `ready: ${summary.name} (${summary.modelType}, ${formatCount(summary.parameterCount)} parameters${summary.weights === 'nf4' ? ', linears in NF4' : ''})`;
+  if (status === 'ready' && summary) return `ready: ${summary.name} (${summary.modelType}, ${formatCount(summary.parameterCount)} parameters${summary.weights === 'f32' ? '' : `, linears in ${summary.weights.toUpperCase()}`})`;
   return 'No model loaded.';
 }
 
@@ -275,7 +275,7 @@ function SummaryFacts({ summary }: { summary: ModelSummary }) {
         </dd>
         <dt>Parameters</dt>
         <dd>
-          {formatCount(summary.parameterCount)} ({formatBytes(summary.gpuWeightBytes)} on the GPU as {summary.weights === 'nf4' ? 'NF4 linears, the rest f32' : 'f32'}
+          {formatCount(summary.parameterCount)} ({formatBytes(summary.gpuWeightBytes)} on the GPU as {summary.weights === 'f32' ? 'f32' : `${summary.weights.toUpperCase()} linears${summary.prequantized ? ' as the checkpoint stores them' : ''}, the rest f32`}
           {summary.storedDtype ? `; stored as ${summary.storedDtype}` : ''})
         </dd>
         <dt>Layers</dt>

@@ -35,6 +35,17 @@ export interface LoadedModel {
   plan: WeightPlan;
 }
 
+/**
+ * Why only QLoRA can go on a model whose linears are 4-bit, and how to get float weights back: a checkpoint stored
+ * 4-bit has none to reload.
+ */
+export function quantizedBase(loaded: LoadedModel): { why: string; remedy: string } {
+  const { prequantized, weights } = loaded.summary;
+  return prequantized
+    ? { why: `the checkpoint is stored in 4-bit ${weights.toUpperCase()} (bitsandbytes), so only QLoRA trains on it`, remedy: 'load its unquantized version' }
+    : { why: "the model's linear layers are in NF4 (QLoRA's base)", remedy: 'load the model again with f32 weights' };
+}
+
 /** The adapter attached to the loaded model (its modules live inside the model: LoRA wrappers or residual hooks). */
 export interface Adapted {
   /** JSON of the settings, to tell whether a train call may keep this adapter. */

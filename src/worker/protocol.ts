@@ -8,11 +8,12 @@
 //                   { v, kind: 'error',  id, error }         or its failure (EngineFailure)
 //                   { v, kind: 'event',  id | null, event }  progress and tokens of call `id`, or news (device lost)
 
+import type { LoadedWeights } from '../peft/checkpoint.ts';
 import type { MemoryCategory } from '../engine/memory.ts';
 import type { ScheduleKind } from '../train/schedule.ts';
 
 /** Bumped whenever a message changes shape; the worker refuses calls of another version. */
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Payloads
@@ -66,8 +67,10 @@ export interface ModelSummary {
   tiedEmbeddings: boolean;
   /** Storage dtype as config.json says (bfloat16, float32, ...), or null. */
   storedDtype: string | null;
-  /** How the weights sit on the GPU: all f32, or the block linears in NF4 (QLoRA's base) and the rest f32. */
-  weights: WeightStorage;
+  /** How the weights sit on the GPU: all f32, or the block linears in a 4-bit type (QLoRA's base) and the rest f32. */
+  weights: LoadedWeights;
+  /** The checkpoint itself is bitsandbytes 4-bit (its codes were uploaded as they are; it has no float weights). */
+  prequantized: boolean;
   /** Bytes the weights occupy on the GPU, as stored. */
   gpuWeightBytes: number;
   tokenizer: { type: string; vocabSize: number; eos: string | null; bos: string | null };
@@ -400,8 +403,8 @@ export interface Calls {
   init: { payload: Record<string, never>; result: DeviceSummary };
   /**
    * Fetch, check and upload a model and its tokenizer; replaces the loaded one. `weights` 'nf4' quantizes the block
-   * linears while they stream in (QLoRA's base, about 7× less memory for them; default 'f32'). Events: estimate,
-   * loadProgress.
+   * linears while they stream in (QLoRA's base, about 7× less memory for them; default 'f32'); a pre-quantized
+   * bitsandbytes checkpoint loads 4-bit whatever `weights` says. Events: estimate, loadProgress.
    */
   loadModel: { payload: { source: ModelSource; ignoreBudget: boolean; weights?: WeightStorage }; result: ModelSummary };
   unloadModel: { payload: Record<string, never>; result: { unloaded: boolean } };

@@ -21,7 +21,7 @@ import { LoraConfigError } from '../../peft/loraLinear.ts';
 import { importLoraAdapter } from '../../peft/peftFiles.ts';
 import { quantizeLinears } from '../../peft/qlora.ts';
 import { defaultTargetModules } from '../../peft/targets.ts';
-import { engineState, requireLoaded, type LoadedModel } from '../engineState.ts';
+import { engineState, quantizedBase, requireLoaded, type LoadedModel } from '../engineState.ts';
 import { BadRequestError } from '../failures.ts';
 import { AdapterPickError, MAX_PICKED_ADAPTER_BYTES, readPickedAdapter, type PickedAdapter, type PickedFile } from '../pickedAdapter.ts';
 import type { ImportAdapterRequest, MethodSettings, Result } from '../protocol.ts';
@@ -32,8 +32,6 @@ import { endKeptSession } from './trainingSession.ts';
 const ADAPTER_NAME = 'default';
 /** The trial copy's name: not ADAPTER_NAME, which the attached adapter has. */
 const TRIAL_NAME = 'tabtune-import-trial';
-
-const NF4_ONLY_AFTER_QLORA = "the model's linear layers are in NF4 (QLoRA's base)";
 
 export async function importAdapterCall(payload: ImportAdapterRequest): Promise<Result<'importAdapter'>> {
   const current = requireLoaded();
@@ -94,7 +92,10 @@ async function importLora(current: LoadedModel, adapter: PickedAdapter, page: Me
   const files = provider(adapter);
   const warnings: string[] = [];
   const qlora = page.method === 'qlora' || current.quantized;
-  if (current.quantized && page.method !== 'qlora') warnings.push(`${NF4_ONLY_AFTER_QLORA}: the adapter was put on them (QLoRA); load the model again for LoRA on f32 weights`);
+  if (current.quantized && page.method !== 'qlora') {
+    const { why, remedy } = quantizedBase(current);
+    warnings.push(`${why}: the adapter was put on them (QLoRA); ${remedy} for LoRA on f32 weights`);
+  }
   const baseModelName = current.summary.name;
 
   await trialLora(current, files, baseModelName);
@@ -149,7 +150,10 @@ export function targetModulesSetting(targetModules: string | readonly string[], 
 // Bottleneck adapters (AdapterHub files)
 
 async function importBottleneck(current: LoadedModel, adapter: PickedAdapter, page: MethodSettings): Promise<Result<'importAdapter'>> {
-  if (current.quantized) throw new BadRequestError(`${NF4_ONLY_AFTER_QLORA}: load the model again to import a bottleneck adapter`);
+  if (current.quantized) {
+    const { why, remedy } = quantizedBase(current);
+    throw new BadRequestError(`${why}: ${remedy} to import a bottleneck adapter`);
+  }
   const files = provider(adapter);
 
   // Trial beside the attached adapter: a bottleneck model takes a second named adapter; otherwise a bottleneck

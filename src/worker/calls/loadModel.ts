@@ -8,8 +8,7 @@ import { defaultCache } from '../../io/sources/cache.ts';
 import { hubFiles } from '../../io/sources/hub.ts';
 import type { ModelFiles } from '../../io/sources/types.ts';
 import { loadTokenizer } from '../../io/tokenizer.ts';
-import { inspectModel, loadModel, readModelConfig } from '../../models/load.ts';
-import { loadModelQuantized } from '../../peft/qlora.ts';
+import { inspectCheckpoint, loadCheckpoint, readCheckpointConfig } from '../../peft/checkpoint.ts';
 import { checkTokenizerFitsModel } from '../../train/generate.ts';
 import { disposeLoaded, engineState, requireDevice, type CallContext } from '../engineState.ts';
 import { BadRequestError, DoesNotFitError } from '../failures.ts';
@@ -67,10 +66,10 @@ export async function loadModelCall(payload: Payload<'loadModel'>, ctx: CallCont
 
   // The config alone decides whether the model can fit: check before downloading the weights.
   ctx.emit({ type: 'loadProgress', phase: 'check', item: 'config.json', done: 0, total: null, unit: 'bytes' });
-  const config = await readModelConfig(files);
-  const weights = payload.weights ?? 'f32';
-  if (weights !== 'f32' && weights !== 'nf4') throw new BadRequestError(`the weights must be f32 or nf4, got ${JSON.stringify(weights)}`);
-  const estimate = estimateInference(config, weights, capacity());
+  const { config, declaresQuantization } = await readCheckpointConfig(files);
+  const asked = payload.weights ?? 'f32';
+  if (asked !== 'f32' && asked !== 'nf4') throw new BadRequestError(`the weights must be f32 or nf4, got ${JSON.stringify(asked)}`);
+  const estimate = estimateInference(config, declaresQuantization ? 'nf4' : asked, capacity());
   ctx.emit({ type: 'estimate', estimate });
   if (estimate.refusal !== null && !(payload.ignoreBudget && estimate.refusalOverridable)) throw new DoesNotFitError(estimate);
 
@@ -83,13 +82,14 @@ export async function loadModelCall(payload: Payload<'loadModel'>, ctx: CallCont
 
   // Every header is checked against the config and the device before the old model goes: a load that fails
   // on bad files leaves the loaded one in place.
-  await inspectModel(files, engine.gpu.info.limits);
+  await inspectCheckpoint(files, engine.gpu.info.limits);
   ctx.signal.throwIfAborted();
   disposeLoaded();
   const uploadProgress = progressReporter(ctx, 'upload', 'tensors');
   const options = { signal: ctx.signal, onProgress: (p: { tensor: string; loaded: number; total: number }) => uploadProgress(p.tensor, p.loaded, p.total) };
   // NF4: each block linear is quantized on the GPU as it streams in, the same codes QLoRA's attach would make.
-  const { model, plan, warnings } = weights === 'nf4' ? await loadModelQuantized(engine, files, { ...options, ...QLORA_QUANTIZATION }) : await loadModel(engine, files, options);
+  const quantize = asked === 'nf4' ? QLORA_QUANTIZATION : undefined;
+  const { model, plan, weights, prequantized, warnings } = await loadCheckpoint(engine, files, { ...options, quantize });
   const summary: ModelSummary = {
     name,
     sourceKind: payload.source.kind,
@@ -107,7 +107,8 @@ export async function loadModelCall(payload: Payload<'loadModel'>, ctx: CallCont
     tiedEmbeddings: config.tieWordEmbeddings,
     storedDtype: config.dtype,
     weights,
-    gpuWeightBytes: weightBytes(config, weights).gpuBytes,
+    prequantized: prequantized !== null,
+    gpuWeightBytes: weightBytes(config, weights === 'f32' ? 'f32' : 'nf4').gpuBytes,
     tokenizer: {
       type: tokenizer.modelType,
       vocabSize: tokenizer.vocabSize,
@@ -117,6 +118,6 @@ export async function loadModelCall(payload: Payload<'loadModel'>, ctx: CallCont
     hasChatTemplate: chatTemplate !== null,
     warnings: [...warnings.map((w) => w.message), ...tokenizer.warnings],
   };
-  engineState.loaded = { model, tokenizer, chatTemplate, summary, quantized: weights === 'nf4', files, plan };
+  engineState.loaded = { model, tokenizer, chatTemplate, summary, quantized: weights !== 'f32', files, plan };
   return summary;
 }

@@ -6,7 +6,7 @@ import { BottleneckModel, bottleneckConfig } from '../../peft/bottleneckModel.ts
 import { attachLora, type PeftModel } from '../../peft/peftModel.ts';
 import { quantizeLinears } from '../../peft/qlora.ts';
 import { defaultTargetModules } from '../../peft/targets.ts';
-import { engineState, requireLoaded } from '../engineState.ts';
+import { engineState, quantizedBase, requireLoaded } from '../engineState.ts';
 import { BadRequestError } from '../failures.ts';
 import type { AttachedMethod, MethodSettings } from '../protocol.ts';
 
@@ -72,7 +72,8 @@ export async function attachMethod(settings: MethodSettings): Promise<AttachedMe
   const current = requireLoaded();
   checkSettings(settings);
   if (current.quantized && settings.method !== 'qlora') {
-    throw new BadRequestError("the model's linear layers are in NF4 (QLoRA's base): load the model again with f32 weights to use LoRA or adapters");
+    const { why, remedy } = quantizedBase(current);
+    throw new BadRequestError(`${why}: ${remedy} to use LoRA or adapters`);
   }
   detachAdapter();
   const model = current.model;
