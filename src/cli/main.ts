@@ -73,7 +73,9 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (error) {
     if (USER_ERRORS.some((kind) => error instanceof kind)) {
-      process.stderr.write(`tabtune ${name}: ${(error as Error).message}\n`);
+      // Usage errors name their command already ("train: --steps must …"): said once.
+      const message = (error as Error).message.replace(new RegExp(`^${name}: `), '');
+      process.stderr.write(`tabtune ${name}: ${message}\n`);
       return 1;
     }
     process.stderr.write(`tabtune ${name}: internal error\n${error instanceof Error ? error.stack : String(error)}\n`);

@@ -1,7 +1,9 @@
 // The CLI's model SRC argument: an existing local folder, or else a hub repository id `org/name[@revision]` or
 // a hub URL, downloaded into the cache (TABTUNE_CACHE, else ~/.cache/tabtune) from HF_ENDPOINT (else
 // https://huggingface.co) with progress on stderr; a cached model loads without any request. Also the
-// shared steps of the commands that run a model: a GPU, the weights, the tokenizer.
+// shared steps of the commands that run a model: a GPU, the weights (as peft/baseModel.ts routes them: floats,
+// floats quantized on load with --quant nf4, or a pre-quantized bitsandbytes 4-bit checkpoint as stored), the
+// tokenizer.
 
 import { stat } from 'node:fs/promises';
 import { Engine } from '../engine/engine.ts';
@@ -12,10 +14,9 @@ import { localDirectory } from '../io/sources/localDirectory.ts';
 import type { ModelFiles } from '../io/sources/types.ts';
 import { loadTokenizer, type Tokenizer } from '../io/tokenizer.ts';
 import type { ModelConfig } from '../models/config.ts';
-import { loadModel, readModelConfig, type LoadedModel } from '../models/load.ts';
 import type { CausalLM } from '../models/model.ts';
+import { inspectBaseModel, loadBaseModel, readBaseModelConfig, type LoadedBaseModel } from '../peft/baseModel.ts';
 import { checkTokenizerFitsModel } from '../train/generate.ts';
-import { loadModelQuantized } from '../peft/qlora.ts';
 import { adapterKind, attachAdapterFolder } from './adapterOption.ts';
 import { progress, UsageError } from './usage.ts';
 
@@ -61,7 +62,7 @@ function megabytes(bytes: number): string {
   return `${(bytes / 1e6).toFixed(1)} MB`;
 }
 
-export interface CliModel extends Omit<LoadedModel, 'model'> {
+export interface CliModel extends Omit<LoadedBaseModel, 'model'> {
   /** The model to run: the base, or the base with the --adapter attached. */
   model: CausalLM;
   files: ModelFiles;
@@ -80,8 +81,9 @@ export interface PreparedSource {
 
 /**
  * Resolve SRC, read its config (and tokenizer, checked to fit the embedding), run `prepare` (checks of the
- * command's input against them), then take the GPU, load the weights, run `use`, and release everything.
- * So a user's mistake found by the tokenizer or `prepare` is reported without touching the GPU.
+ * command's input against them), check the weights' headers, then take the GPU, load the weights, run `use`,
+ * and release everything. So a user's mistake found in the config, the tokenizer, `prepare` or the headers is
+ * reported without touching the GPU.
  */
 export async function withModel<T>(
   command: string,
@@ -91,28 +93,31 @@ export async function withModel<T>(
     prepare?: (source: PreparedSource) => void | Promise<void>;
     /** --adapter DIR: a PEFT LoRA or AdapterHub bottleneck adapter attached after loading. */
     adapter?: string;
-    /** --quant nf4: the base's linear layers quantized while they load (QLoRA's base). */
+    /** --quant nf4: the base's linear layers quantized while they load (QLoRA's base); a 4-bit checkpoint loads as stored. */
     quant?: 'nf4';
   },
   use: (loaded: CliModel) => Promise<T>,
 ): Promise<T> {
   if (options.adapter !== undefined) await adapterKind(command, options.adapter); // a missing folder fails before the GPU
   const files = await resolveModelSource(command, spec);
-  const config = await readModelConfig(files);
+  const { config } = await readBaseModelConfig(files);
   const tokenizer = options.tokenizer ? await loadTokenizer(files) : null;
   if (tokenizer) checkTokenizerFitsModel(tokenizer, config.vocabSize);
   for (const warning of tokenizer?.warnings ?? []) progress(`warning: ${warning}`);
   await options.prepare?.({ files, config, tokenizer });
+  const { prequantized } = await inspectBaseModel(files);
+  if (prequantized !== null && options.quant !== undefined) {
+    progress(`--quant ${options.quant}: ${files.name} is already 4-bit (bitsandbytes ${prequantized}); its weights load as stored`);
+  }
   const gpu = await acquireNodeGpu();
   try {
     const engine = new Engine(gpu);
+    const stored = prequantized === null ? '' : ` (linear layers 4-bit ${prequantized}, as stored)`;
     const onProgress = ({ loaded: done, total }: { loaded: number; total: number }) => {
-      if (done === total) progress(`loaded ${total} tensors from ${files.name}`);
+      if (done === total) progress(`loaded ${total} tensors from ${files.name}${stored}`);
     };
-    const loaded =
-      options.quant === 'nf4'
-        ? await loadModelQuantized(engine, files, { onProgress, quantType: 'nf4', doubleQuant: true })
-        : await loadModel(engine, files, { onProgress });
+    const quantize = options.quant === 'nf4' ? { quantType: 'nf4' as const, doubleQuant: true } : undefined;
+    const loaded = await loadBaseModel(engine, files, { onProgress, quantize });
     for (const warning of loaded.warnings) progress(`warning: ${warning.message}`);
     let model = loaded.model;
     try {

@@ -106,7 +106,7 @@ export function configFromJson(json: JsonObject, file = 'config.json'): ModelCon
     fields.fail('model_type', `is ${quoteName(modelType)}, which tabtune does not support (supported: ${SUPPORTED_MODEL_TYPES.join(', ')})`);
   }
   if (json.has('quantization_config') && json.get('quantization_config') !== null) {
-    fields.fail('quantization_config', 'is present: a pre-quantized checkpoint loads as a 4-bit base (peft/checkpoint.ts), not as a float model');
+    fields.fail('quantization_config', 'is present: a pre-quantized checkpoint loads as a 4-bit base (peft/baseModel.ts), not as a float model');
   }
   return modelType === 'gpt2' ? gpt2Config(fields) : llamaConfig(fields, modelType as Exclude<ModelType, 'gpt2'>);
 }

@@ -8,7 +8,7 @@
 //                   { v, kind: 'error',  id, error }         or its failure (EngineFailure)
 //                   { v, kind: 'event',  id | null, event }  progress and tokens of call `id`, or news (device lost)
 
-import type { LoadedWeights } from '../peft/checkpoint.ts';
+import type { LoadedWeights } from '../peft/baseModel.ts';
 import type { MemoryCategory } from '../engine/memory.ts';
 import type { ScheduleKind } from '../train/schedule.ts';
 

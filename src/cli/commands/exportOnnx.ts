@@ -1,8 +1,10 @@
 // `tabtune export-onnx --model SRC [--adapter DIR] --out FILE`: the model (with a LoRA adapter merged in)
-// as one ONNX file for ONNX Runtime Web or transformers.js: input_ids int64 [batch, sequence] → logits.
+// as one ONNX file for ONNX Runtime Web or transformers.js: input_ids int64 [batch, sequence] → logits. The weights
+// are merged on the host (src/peft/mergedExport.ts), so a 4-bit base is written dequantized, as the app does.
 
 import { rename, rm, writeFile } from 'node:fs/promises';
-import { exportOnnx } from '../../export/exportOnnx.ts';
+import { exportOnnxFromWeights } from '../../export/exportOnnx.ts';
+import { mergedWeights } from '../../peft/mergedExport.ts';
 import { PeftModel } from '../../peft/peftModel.ts';
 import { adapterKind } from '../adapterOption.ts';
 import { withModel } from '../modelSource.ts';
@@ -15,9 +17,8 @@ export async function exportOnnxCommand(args: string[]) {
   if (options.adapter !== undefined && (await adapterKind('export-onnx', options.adapter)) === 'bottleneck') {
     throw new UsageError('export-onnx: bottleneck adapters cannot be merged into the weights, so they cannot be exported; only LoRA adapters merge');
   }
-  return withModel('export-onnx', spec, { tokenizer: false, adapter: options.adapter }, async ({ model: loaded, config }) => {
-    const model = loaded instanceof PeftModel ? await loaded.mergeAndUnload() : loaded;
-    const bytes = await exportOnnx(model);
+  return withModel('export-onnx', spec, { tokenizer: false, adapter: options.adapter }, async ({ model: loaded, config, plan }) => {
+    const bytes = exportOnnxFromWeights(config, await mergedWeights(loaded, plan));
     // Beside the target, then renamed over it: an interrupted export never leaves a half-written file.
     const partial = `${out}.partial-${process.pid}`;
     try {

@@ -1,9 +1,12 @@
 // `tabtune info --model SRC [--json]`: what a checkpoint is and what it would take, from config.json and the
 // safetensors headers alone (no weights read, no GPU). bytesNf4 counts the weights as QLoRA holds them on the
 // GPU: each block linear weight in NF4 (packed four-bit codes, one f32 absmax per block of 64, the code table),
-// everything else (embeddings, norms, biases, the output head) in f32.
+// everything else (embeddings, norms, biases, the output head) in f32. A pre-quantized bitsandbytes 4-bit
+// checkpoint is reported as such (`quantized`: its 4-bit type): its parameters are counted at their float
+// shapes, bytesF32 is what it takes dequantized, and bytesNf4 counts its 4-bit layers as above and every tensor
+// stored as floats (a linear bitsandbytes skipped included) in f32, as it loads.
 
-import { inspectModel } from '../../models/load.ts';
+import { inspectBaseModel } from '../../peft/baseModel.ts';
 import type { PlannedTensor } from '../../models/weights.ts';
 import { isQuantizedLinearWeight } from '../../quant/quantizeModel.ts';
 import { TABLE_LENGTH } from '../../quant/gpuQuantize.ts';
@@ -26,13 +29,15 @@ export async function infoCommand(args: string[]) {
   const options = parseOptions('info', args, { model: { type: 'string' } });
   const spec = requireOption('info', 'model', options.model);
   const files = await resolveModelSource('info', spec);
-  const { config, plan } = await inspectModel(files);
+  const { config, plan, prequantized } = await inspectBaseModel(files);
 
   let bytesNf4 = 0;
   const parametersByDtype = new Map<string, number>();
   for (const tensor of plan.tensors) {
-    const elements = tensor.entry.elementCount;
-    bytesNf4 += isQuantizedLinearWeight(config, tensor.fileName) ? nf4WeightBytes(elements) : elements * 4;
+    // A 4-bit weight's entry is its packed U8 codes; its shape is the float one.
+    const elements = tensor.shape.reduce((a, b) => a * b, 1);
+    const in4bit = prequantized === null ? isQuantizedLinearWeight(config, tensor.fileName) : isStored4bit(tensor);
+    bytesNf4 += in4bit ? nf4WeightBytes(elements) : elements * 4;
     parametersByDtype.set(tensor.entry.dtype, (parametersByDtype.get(tensor.entry.dtype) ?? 0) + elements);
   }
   const json = {
@@ -43,16 +48,30 @@ export async function infoCommand(args: string[]) {
     heads: config.numHeads,
     kvHeads: config.numKvHeads,
     vocabSize: config.vocabSize,
-    dtype: checkpointDtype(plan.tensors, parametersByDtype),
+    dtype: prequantized === null ? checkpointDtype(plan.tensors, parametersByDtype) : `bitsandbytes ${prequantized}`,
     bytesF32: plan.f32Bytes,
     bytesNf4,
+    // Only for a pre-quantized checkpoint: a float one's summary is as it always was.
+    ...(prequantized === null ? {} : { quantized: prequantized }),
   };
+  const weights =
+    prequantized === null
+      ? `  weights: ${mib(json.bytesF32)} in f32, ${mib(json.bytesNf4)} with NF4 linear layers`
+      : [
+          `  weights: ${mib(json.bytesF32)} dequantized to f32, ${mib(json.bytesNf4)} as loaded with its 4-bit linear layers`,
+          `  pre-quantized: linear layers stored in bitsandbytes 4-bit ${prequantized}, loaded as they are; fine-tune with QLoRA only`,
+        ].join('\n');
   const text = [
     `${files.name}: ${json.architecture}, ${json.parameterCount.toLocaleString('en-US')} parameters (${json.dtype})`,
     `  ${json.layers} layers, hidden size ${json.hiddenSize}, ${json.heads} heads (${json.kvHeads} key/value), vocabulary ${json.vocabSize}`,
-    `  weights: ${mib(json.bytesF32)} in f32, ${mib(json.bytesNf4)} with NF4 linear layers`,
+    weights,
   ].join('\n');
   return { json, text };
+}
+
+/** A weight of a pre-quantized checkpoint held as 4-bit codes (the plan admits no other U8 tensor). */
+function isStored4bit(tensor: PlannedTensor): boolean {
+  return tensor.entry.dtype === 'U8';
 }
 
 /** The storage dtype of the weights; with several, the one holding the most parameters. */

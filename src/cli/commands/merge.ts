@@ -2,18 +2,20 @@
 // base and write a Hugging Face model directory (config.json, tokenizer files, model.safetensors in f32 under the
 // base checkpoint's own tensor names; src/peft/mergedExport.ts). With --quant nf4 the base is quantized on load, as
 // QLoRA trained it, and the adapter is merged into the dequantized weights: the function the adapter was trained
-// against. AdapterHub bottleneck adapters are refused: their non-linearity cannot be folded into a weight.
+// against. A pre-quantized bitsandbytes 4-bit base loads as stored (with or without --quant) and is merged the same
+// way, dequant(W) + s·B·A, into an f32 folder without quantization_config (--json's `quant`: the 4-bit type the
+// base was held in, null for f32). AdapterHub bottleneck adapters are refused: their non-linearity cannot be
+// folded into a weight.
 
 import { Engine } from '../../engine/engine.ts';
 import { acquireNodeGpu } from '../../gpu/node.ts';
 import { quoteName } from '../../io/errors.ts';
 import { encodeSafetensors } from '../../io/safetensorsWriter.ts';
 import { localDirectory } from '../../io/sources/localDirectory.ts';
-import { loadModel } from '../../models/load.ts';
 import { LoraConfigError } from '../../peft/loraLinear.ts';
 import { MERGED_WEIGHTS_FILE, mergedSideFiles, mergedTensors, mergedWeights } from '../../peft/mergedExport.ts';
 import { importLoraAdapter } from '../../peft/peftFiles.ts';
-import { loadModelQuantized } from '../../peft/qlora.ts';
+import { inspectBaseModel, loadBaseModel } from '../../peft/baseModel.ts';
 import { adapterKind } from '../adapterOption.ts';
 import { resolveModelSource } from '../modelSource.ts';
 import { parseOptions, progress, requireOption, UsageError } from '../usage.ts';
@@ -31,13 +33,18 @@ export async function mergeCommand(args: string[]) {
     );
   }
   const files = await resolveModelSource('merge', spec);
+  // The config and every header are checked before the GPU is taken.
+  const { prequantized } = await inspectBaseModel(files);
+  if (prequantized !== null && o.quant !== undefined) {
+    progress(`--quant ${o.quant}: ${files.name} is already 4-bit (bitsandbytes ${prequantized}); its weights load as stored`);
+  }
   const side = await mergedSideFiles(files);
 
   const gpu = await acquireNodeGpu();
   try {
     const engine = new Engine(gpu);
-    const loaded = o.quant === 'nf4' ? await loadModelQuantized(engine, files, { quantType: 'nf4', doubleQuant: true }) : await loadModel(engine, files);
-    progress(`loaded ${loaded.plan.tensors.length} tensors from ${files.name}`);
+    const loaded = await loadBaseModel(engine, files, { quantize: o.quant === 'nf4' ? { quantType: 'nf4', doubleQuant: true } : undefined });
+    progress(`loaded ${loaded.plan.tensors.length} tensors from ${files.name}${prequantized === null ? '' : ` (linear layers 4-bit ${prequantized}, as stored)`}`);
     const model = loaded.model;
     try {
       let imported;
@@ -56,7 +63,7 @@ export async function mergeCommand(args: string[]) {
       // Weights first, then config.json last: a folder with a config is a complete model.
       const ordered = new Map([...written].sort(([a], [b]) => (a === 'config.json' ? 1 : b === 'config.json' ? -1 : 0)));
       await writeFilesAtomically(out, ordered);
-      const json = { out, mergedModules: merged, tensors: tensors.length, bytes: weights.byteLength, files: [...ordered.keys()], quant: o.quant ?? null };
+      const json = { out, mergedModules: merged, tensors: tensors.length, bytes: weights.byteLength, files: [...ordered.keys()], quant: loaded.weights === 'f32' ? null : loaded.weights };
       return { json, text: `merged the LoRA adapter into ${merged} linear layers; wrote ${out} (${tensors.length} tensors, ${weights.byteLength} bytes)` };
     } finally {
       model.dispose();

@@ -14,14 +14,13 @@ import { loadChatTemplate } from '../../io/chatTemplate.ts';
 import { quoteName } from '../../io/errors.ts';
 import { loadTokenizer } from '../../io/tokenizer.ts';
 import type { ModelConfig } from '../../models/config.ts';
-import { loadModel, readModelConfig } from '../../models/load.ts';
 import { BottleneckError } from '../../peft/bottleneck.ts';
 import { exportBottleneckAdapter } from '../../peft/bottleneckFiles.ts';
 import { BottleneckModel, bottleneckConfig } from '../../peft/bottleneckModel.ts';
 import { LoraConfigError } from '../../peft/loraLinear.ts';
 import { exportLoraAdapter } from '../../peft/peftFiles.ts';
 import { attachLora } from '../../peft/peftModel.ts';
-import { loadModelQuantized } from '../../peft/qlora.ts';
+import { inspectBaseModel, loadBaseModel } from '../../peft/baseModel.ts';
 import { ALL_LINEAR, TargetSelectionError } from '../../peft/targets.ts';
 import { checkpointSaver, loadCheckpoint, type LoadedCheckpoint } from '../../train/checkpoint.ts';
 import { parseDataset, requireUsable, tokenizeDataset } from '../../train/data.ts';
@@ -189,7 +188,12 @@ export async function trainCommand(args: string[]) {
   // The model's config and tokenizer, the dataset, and a checkpoint to resume: still no GPU.
   const content = await readDataFile(dataPath);
   const files = await resolveModelSource('train', spec);
-  const config = await readModelConfig(files);
+  // The config and every weight header are checked before the GPU is taken; a checkpoint stored in 4-bit has
+  // no float weights, so only QLoRA trains on it.
+  const { config, prequantized } = await inspectBaseModel(files);
+  if (prequantized !== null && method !== 'qlora') {
+    throw new UsageError(`train: ${files.name ?? spec} is stored in 4-bit (bitsandbytes ${prequantized}), so only --method qlora trains on it; use its unquantized version for --method ${method}`);
+  }
   if (seq > config.maxPositions) throw new UsageError(`train: --seq ${seq} is longer than the model's ${config.maxPositions} positions`);
   const tokenizer = await loadTokenizer(files);
   checkTokenizerFitsModel(tokenizer, config.vocabSize);
@@ -213,9 +217,11 @@ export async function trainCommand(args: string[]) {
   try {
     const engine = new Engine(gpu);
     const onProgress = ({ loaded, total }: { loaded: number; total: number }) => {
-      if (loaded === total) progress(`loaded ${total} tensors from ${files.name}${method === 'qlora' ? ' (linear layers in NF4)' : ''}`);
+      const storage = prequantized !== null ? ` (linear layers 4-bit ${prequantized}, as stored)` : method === 'qlora' ? ' (linear layers in NF4)' : '';
+      if (loaded === total) progress(`loaded ${total} tensors from ${files.name}${storage}`);
     };
-    const loaded = method === 'qlora' ? await loadModelQuantized(engine, files, { onProgress, quantType: 'nf4', doubleQuant: true }) : await loadModel(engine, files, { onProgress });
+    const quantize = method === 'qlora' ? ({ quantType: 'nf4', doubleQuant: true } as const) : undefined;
+    const loaded = await loadBaseModel(engine, files, { onProgress, quantize });
     const base = loaded.model;
     try {
       let params: Tensor[];

@@ -8,7 +8,7 @@ import { defaultCache } from '../../io/sources/cache.ts';
 import { hubFiles } from '../../io/sources/hub.ts';
 import type { ModelFiles } from '../../io/sources/types.ts';
 import { loadTokenizer } from '../../io/tokenizer.ts';
-import { inspectCheckpoint, loadCheckpoint, readCheckpointConfig } from '../../peft/checkpoint.ts';
+import { inspectBaseModel, loadBaseModel, readBaseModelConfig } from '../../peft/baseModel.ts';
 import { checkTokenizerFitsModel } from '../../train/generate.ts';
 import { disposeLoaded, engineState, requireDevice, type CallContext } from '../engineState.ts';
 import { BadRequestError, DoesNotFitError } from '../failures.ts';
@@ -66,7 +66,7 @@ export async function loadModelCall(payload: Payload<'loadModel'>, ctx: CallCont
 
   // The config alone decides whether the model can fit: check before downloading the weights.
   ctx.emit({ type: 'loadProgress', phase: 'check', item: 'config.json', done: 0, total: null, unit: 'bytes' });
-  const { config, declaresQuantization } = await readCheckpointConfig(files);
+  const { config, declaresQuantization } = await readBaseModelConfig(files);
   const asked = payload.weights ?? 'f32';
   if (asked !== 'f32' && asked !== 'nf4') throw new BadRequestError(`the weights must be f32 or nf4, got ${JSON.stringify(asked)}`);
   const estimate = estimateInference(config, declaresQuantization ? 'nf4' : asked, capacity());
@@ -82,14 +82,14 @@ export async function loadModelCall(payload: Payload<'loadModel'>, ctx: CallCont
 
   // Every header is checked against the config and the device before the old model goes: a load that fails
   // on bad files leaves the loaded one in place.
-  await inspectCheckpoint(files, engine.gpu.info.limits);
+  await inspectBaseModel(files, engine.gpu.info.limits);
   ctx.signal.throwIfAborted();
   disposeLoaded();
   const uploadProgress = progressReporter(ctx, 'upload', 'tensors');
   const options = { signal: ctx.signal, onProgress: (p: { tensor: string; loaded: number; total: number }) => uploadProgress(p.tensor, p.loaded, p.total) };
   // NF4: each block linear is quantized on the GPU as it streams in, the same codes QLoRA's attach would make.
   const quantize = asked === 'nf4' ? QLORA_QUANTIZATION : undefined;
-  const { model, plan, weights, prequantized, warnings } = await loadCheckpoint(engine, files, { ...options, quantize });
+  const { model, plan, weights, prequantized, warnings } = await loadBaseModel(engine, files, { ...options, quantize });
   const summary: ModelSummary = {
     name,
     sourceKind: payload.source.kind,

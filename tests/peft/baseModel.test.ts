@@ -1,4 +1,4 @@
-// Loading a checkpoint by what its files say (src/peft/checkpoint.ts): floats as f32 or quantized on load, and
+// Loading a checkpoint by what its files say (src/peft/baseModel.ts): floats as f32 or quantized on load, and
 // bitsandbytes 4-bit checkpoints as stored — found by their config.json or, without one saying so, by their
 // Linear4bit tensors — with a plan that lists every tensor under its float shape, so a merged export of a
 // pre-quantized base writes the same f32 model as one quantized on load.
@@ -8,7 +8,7 @@ import { writeSafetensors } from '../../src/io/safetensorsWriter.ts';
 import { tokenTensor, type CausalLM } from '../../src/models/model.ts';
 import { inspectModel } from '../../src/models/load.ts';
 import { QuantizedCheckpointError } from '../../src/peft/bnbCheckpoint.ts';
-import { inspectCheckpoint, loadCheckpoint, readCheckpointConfig } from '../../src/peft/checkpoint.ts';
+import { inspectBaseModel, loadBaseModel, readBaseModelConfig } from '../../src/peft/baseModel.ts';
 import { mergedWeights } from '../../src/peft/mergedExport.ts';
 import type { QuantType } from '../../src/quant/codebooks.ts';
 import { quantizeModel } from '../../src/quant/quantizeModel.ts';
@@ -37,17 +37,17 @@ async function prequantized(fixture: ModelFixture, quantType: QuantType, editCon
 describe.each<ModelFixture>(['llama', 'gpt2'])('%s', (fixture) => {
   it('a float checkpoint loads as f32, or 4-bit when asked; its tabtune-quantized copy loads as stored, the same model', async () => {
     const { ids } = await readGolden(fixture);
-    const asFloat = await loadCheckpoint(engine, fixtureProvider(fixture));
+    const asFloat = await loadBaseModel(engine, fixtureProvider(fixture));
     expect([asFloat.weights, asFloat.prequantized]).toEqual(['f32', null]);
     const floatPlan = (await inspectModel(fixtureProvider(fixture))).plan;
     expect(asFloat.plan.tensors.map((t) => t.name)).toEqual(floatPlan.tensors.map((t) => t.name));
     asFloat.model.dispose();
 
     const start = engine.memory();
-    const onLoad = await loadCheckpoint(engine, fixtureProvider(fixture), { quantize: QLORA });
+    const onLoad = await loadBaseModel(engine, fixtureProvider(fixture), { quantize: QLORA });
     expect([onLoad.weights, onLoad.prequantized]).toEqual(['nf4', null]);
     // No config.json key says so: the Linear4bit tensors do.
-    const stored = await loadCheckpoint(engine, memoryProvider(await prequantized(fixture, 'nf4')), { quantize: QLORA });
+    const stored = await loadBaseModel(engine, memoryProvider(await prequantized(fixture, 'nf4')), { quantize: QLORA });
     try {
       expect([stored.weights, stored.prequantized]).toEqual(['nf4', 'nf4']);
       expect(relativeError(await logitsOf(stored.model, ids), await logitsOf(onLoad.model, ids))).toBe(0);
@@ -73,17 +73,17 @@ describe.each<ModelFixture>(['llama', 'gpt2'])('%s', (fixture) => {
 describe('checkpoint routing', () => {
   it('a hub-style checkpoint is known from config.json alone; FP4 loads as FP4; inspecting allocates nothing', async () => {
     const hub = await prequantized('llama', 'fp4', (config) => (config.quantization_config = { ...HUB_QUANTIZATION, bnb_4bit_quant_type: 'fp4' }));
-    const declared = await readCheckpointConfig(memoryProvider(hub));
+    const declared = await readBaseModelConfig(memoryProvider(hub));
     expect(declared.declaresQuantization).toBe(true);
     expect(declared.config.modelType).toBe('llama');
-    expect((await readCheckpointConfig(fixtureProvider('llama'))).declaresQuantization).toBe(false);
+    expect((await readBaseModelConfig(fixtureProvider('llama'))).declaresQuantization).toBe(false);
 
     const before = engine.memory();
-    const inspected = await inspectCheckpoint(memoryProvider(hub), engine.gpu.info.limits);
+    const inspected = await inspectBaseModel(memoryProvider(hub), engine.gpu.info.limits);
     expect(inspected.prequantized).toBe('fp4');
     expect(engine.memory()).toEqual(before);
 
-    const loaded = await loadCheckpoint(engine, memoryProvider(hub));
+    const loaded = await loadBaseModel(engine, memoryProvider(hub));
     try {
       expect([loaded.weights, loaded.prequantized]).toEqual(['fp4', 'fp4']);
       const golden = await readGolden('llama');
@@ -99,7 +99,7 @@ describe('checkpoint routing', () => {
     const before = engine.memory();
     const failure = async (files: Map<string, Uint8Array>) => {
       try {
-        await loadCheckpoint(engine, memoryProvider(files));
+        await loadBaseModel(engine, memoryProvider(files));
       } catch (error) {
         return error as Error & { file?: string; field?: string };
       }

@@ -3,7 +3,7 @@
 //     when the caller asks for QLoRA's base (`quantize`);
 //   - bitsandbytes 4-bit (config.json's `quantization_config`, or Linear4bit tensors in the files): uploaded
 //     as they are, whatever was asked (a 4-bit checkpoint has no float weights to load).
-// The worker and the CLI load through here; inspectCheckpoint lets them check the files before they let go of
+// The worker and the CLI load through here; inspectBaseModel lets them check the files before they let go of
 // a model already loaded.
 
 import type { Engine } from '../engine/engine.ts';
@@ -20,13 +20,13 @@ import { loadModelQuantized, type QuantizeLinearsOptions } from './qlora.ts';
 /** How the weights are held once loaded: all f32, or the block linears in a 4-bit data type. */
 export type LoadedWeights = 'f32' | QuantType;
 
-export interface CheckpointConfig {
+export interface BaseModelConfig {
   config: ModelConfig;
   /** config.json declares a bitsandbytes 4-bit checkpoint (files may still turn out 4-bit without it). */
   declaresQuantization: boolean;
 }
 
-export interface InspectedCheckpoint {
+export interface InspectedBaseModel {
   config: ModelConfig;
   /** The 4-bit data type of a pre-quantized checkpoint, else null. */
   prequantized: QuantType | null;
@@ -34,19 +34,19 @@ export interface InspectedCheckpoint {
   plan: WeightPlan;
 }
 
-export interface LoadedCheckpoint extends InspectedCheckpoint {
+export interface LoadedBaseModel extends InspectedBaseModel {
   model: CausalLM;
   weights: LoadedWeights;
   warnings: NonFiniteWarning[];
 }
 
-export interface LoadCheckpointOptions extends LoadOptions {
+export interface LoadBaseModelOptions extends LoadOptions {
   /** Quantize a float checkpoint's block linears while they load (QLoRA's base); a 4-bit checkpoint ignores it. */
   quantize?: Pick<QuantizeLinearsOptions, 'quantType' | 'blocksize' | 'doubleQuant'>;
 }
 
 /** config.json alone (before any weights are fetched): the model config, a bitsandbytes 4-bit declaration accepted. */
-export async function readCheckpointConfig(files: ModelFileProvider): Promise<CheckpointConfig> {
+export async function readBaseModelConfig(files: ModelFileProvider): Promise<BaseModelConfig> {
   const json = await readConfigObject(files);
   return { config: quantizedConfigFromJson(json), declaresQuantization: declaresQuantization(json) };
 }
@@ -58,7 +58,7 @@ async function isPrequantized(files: ModelFileProvider): Promise<boolean> {
 }
 
 /** Check config.json and every safetensors header against each other and `limits`; reads headers only, allocates nothing. */
-export async function inspectCheckpoint(files: ModelFileProvider, limits?: DeviceLimits): Promise<InspectedCheckpoint> {
+export async function inspectBaseModel(files: ModelFileProvider, limits?: DeviceLimits): Promise<InspectedBaseModel> {
   if (await isPrequantized(files)) {
     const { config, plan, quantType } = await inspectQuantizedModel(files, limits);
     return { config, plan, prequantized: quantType };
@@ -68,7 +68,7 @@ export async function inspectCheckpoint(files: ModelFileProvider, limits?: Devic
 }
 
 /** Validate, then load the checkpoint onto the GPU as its files say (see the top of this file). */
-export async function loadCheckpoint(engine: Engine, files: ModelFileProvider, options: LoadCheckpointOptions = {}): Promise<LoadedCheckpoint> {
+export async function loadBaseModel(engine: Engine, files: ModelFileProvider, options: LoadBaseModelOptions = {}): Promise<LoadedBaseModel> {
   if (await isPrequantized(files)) {
     const { model, config, plan, quantType, warnings } = await loadQuantizedModel(engine, files, options);
     return { model, config, plan, prequantized: quantType, weights: quantType, warnings };
