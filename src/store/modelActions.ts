@@ -41,6 +41,8 @@ export async function loadModel(source: ModelSource, label: string, ignoreBudget
     const summary = await running.result;
     state().patchModel({ status: 'ready', summary, progress: null, callId: null, reloadable: reloadableOf(source) });
     state().patchTraining({ attached: null, lossHistory: [], progress: null, outcome: null });
+    // A checkpoint stored in 4-bit has no float weights for LoRA or adapters: QLoRA is the one method that trains on it.
+    if (summary.prequantized && state().training.settings.method !== 'qlora') state().setMethodSettings({ method: 'qlora' });
     if (state().training.dataset) void inspectDataset();
   } catch (error) {
     // A load that failed before replacing the model leaves the earlier one loaded; ask the worker which.

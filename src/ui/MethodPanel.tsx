@@ -1,5 +1,6 @@
 // The method panel: LoRA, QLoRA or a bottleneck adapter, with their settings, and the trainable parameter count
-// the worker reports once the adapter is attached.
+// the worker reports once the adapter is attached. On a checkpoint stored in 4-bit (bitsandbytes) only QLoRA can
+// train: LoRA and adapters are disabled options, with the reason beside the choice.
 
 import { useId } from 'react';
 import { useApp } from '../store/index.ts';
@@ -18,6 +19,8 @@ export function MethodPanel() {
   const attachError = useApp((s) => s.training.attachError);
   const running = useApp((s) => s.training.running);
   const modelReady = useApp((s) => s.model.status === 'ready');
+  // The 4-bit data type of the loaded checkpoint when it is stored so (no float weights to train LoRA or adapters on).
+  const storedFourBit = useApp((s) => (s.model.summary?.prequantized ? s.model.summary.weights : null));
   const set = useApp((s) => s.setMethodSettings);
   const id = useId();
   const lora = settings.method !== 'adapter';
@@ -28,11 +31,28 @@ export function MethodPanel() {
       <div className="stack">
         <div className="field">
           <label htmlFor={`${id}-m`}>Fine-tuning method</label>
-          <select id={`${id}-m`} data-testid="method-select" value={settings.method} disabled={busy} onChange={(e) => set({ method: e.target.value as MethodKind })}>
-            <option value="lora">LoRA</option>
-            <option value="qlora">QLoRA (NF4 base weights)</option>
-            <option value="adapter">Bottleneck adapter</option>
+          <select
+            id={`${id}-m`}
+            data-testid="method-select"
+            value={settings.method}
+            disabled={busy}
+            aria-describedby={storedFourBit ? `${id}-q` : undefined}
+            onChange={(e) => set({ method: e.target.value as MethodKind })}
+          >
+            <option value="lora" disabled={storedFourBit !== null}>
+              LoRA
+            </option>
+            <option value="qlora">QLoRA ({storedFourBit === 'fp4' ? 'FP4' : 'NF4'} base weights)</option>
+            <option value="adapter" disabled={storedFourBit !== null}>
+              Bottleneck adapter
+            </option>
           </select>
+          {storedFourBit && (
+            <p className="hint" id={`${id}-q`} data-testid="method-quantized-note">
+              Only QLoRA: the checkpoint is stored in 4-bit {storedFourBit.toUpperCase()} (bitsandbytes), and LoRA and adapters need float weights. Load its
+              unquantized version to use them.
+            </p>
+          )}
         </div>
         {lora ? (
           <fieldset className="settings">

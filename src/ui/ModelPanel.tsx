@@ -30,7 +30,7 @@ export function ModelPanel() {
   const setHubAddress = useApp((s) => s.setHubAddress);
   const [addressDraft, setAddressDraft] = useState(hubAddress);
   const [addressProblem, setAddressProblem] = useState<string | null>(null);
-  const ids = { select: useId(), spec: useId(), files: useId(), folder: useId(), address: useId() };
+  const ids = { select: useId(), spec: useId(), files: useId(), folder: useId(), address: useId(), nf4Hint: useId() };
   const busy = model.status === 'loading';
   const gpuReady = gpu.state === 'ready';
   const fromHub = choice === 'custom' || choice.startsWith('hub:');
@@ -130,10 +130,22 @@ export function ModelPanel() {
           )}
         </div>
 
-        <label className="check">
-          <input type="checkbox" data-testid="model-nf4" checked={model.weights === 'nf4'} disabled={busy} onChange={(e) => patchModel({ weights: e.target.checked ? 'nf4' : 'f32' })} />
-          Linear layers in NF4 (QLoRA's 4-bit base: about 7× less memory for them; LoRA and adapters need f32)
-        </label>
+        <div className="field small">
+          <label className="check">
+            <input
+              type="checkbox"
+              data-testid="model-nf4"
+              checked={model.weights === 'nf4'}
+              disabled={busy}
+              aria-describedby={ids.nf4Hint}
+              onChange={(e) => patchModel({ weights: e.target.checked ? 'nf4' : 'f32' })}
+            />
+            Linear layers in NF4 (QLoRA's 4-bit base: about 7× less memory for them; LoRA and adapters need f32)
+          </label>
+          <p className="hint" id={ids.nf4Hint}>
+            A checkpoint stored in 4-bit (bitsandbytes, such as a "-bnb-4bit" hub model) loads as it is stored, whichever you choose.
+          </p>
+        </div>
         <div className="actions">
           <button type="submit" data-testid="model-load" disabled={!gpuReady || busy || chosen === null}>
             Load
