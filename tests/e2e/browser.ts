@@ -2,6 +2,7 @@
 // requires), and drive Debian's Chromium with WebGPU on SwiftShader through playwright-core.
 
 import { mkdtempSync, rmSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
@@ -104,3 +105,19 @@ export async function trainSteps(page: Page, steps: number): Promise<Map<number,
   }
 }
 
+/** Greedy generation in the playground (repetition penalty off): the text once the run has finished. */
+export async function greedyText(page: Page, prompt: string, newTokens: number, timeout = 300_000): Promise<string> {
+  await page.getByTestId('generate-prompt').fill(prompt);
+  await page.getByLabel('Max new tokens').fill(String(newTokens));
+  await page.getByLabel('Temperature').fill('0');
+  await page.getByLabel('Repetition penalty').fill('1');
+  await page.getByTestId('generate-run').click();
+  await expect.poll(() => page.getByTestId('generate-run').isEnabled(), { timeout, interval: 100 }).toBe(true);
+  return (await page.getByTestId('generate-output').textContent()) ?? '';
+}
+
+/** Click `testId` and return the download's file name and bytes. */
+export async function downloadOf(page: Page, testId: string, timeout = 300_000): Promise<{ name: string; bytes: Uint8Array }> {
+  const [download] = await Promise.all([page.waitForEvent('download', { timeout }), page.getByTestId(testId).click()]);
+  return { name: download.suggestedFilename(), bytes: new Uint8Array(await readFile((await download.path())!)) };
+}

@@ -10,12 +10,10 @@
 //     is not the one the first page's fresh adapter, equal to the base model, had on the same batch).
 
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-web';
-import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { INPUT_NAME, OUTPUT_NAME } from '../../src/export/onnxGraph.ts';
 import { bytesSource, readSafetensors } from '../../src/io/safetensors.ts';
@@ -28,7 +26,7 @@ import { importLoraAdapter } from '../../src/peft/peftFiles.ts';
 import { testEngine } from '../helpers/gpu.ts';
 import { expectClose, relativeError } from '../helpers/numeric.ts';
 import { memoryProvider } from '../models/helpers.ts';
-import { fillGenesisRun, loadDemo, startApp, trainSteps, type App } from './browser.ts';
+import { downloadOf, fillGenesisRun, greedyText, loadDemo, startApp, trainSteps, type App } from './browser.ts';
 
 const DEMO = fileURLToPath(new URL('../../public/demo/', import.meta.url));
 const golden = JSON.parse(readFileSync(new URL('../fixtures/demo/golden.json', import.meta.url), 'utf8')) as {
@@ -57,22 +55,6 @@ afterAll(async () => {
   if (folder) rmSync(folder, { recursive: true, force: true });
 });
 
-async function greedy(page: Page): Promise<string> {
-  await page.getByTestId('generate-prompt').fill(PROMPT);
-  await page.getByLabel('Max new tokens').fill(String(NEW_TOKENS));
-  await page.getByLabel('Temperature').fill('0');
-  await page.getByLabel('Repetition penalty').fill('1');
-  await page.getByTestId('generate-run').click();
-  await expect.poll(() => page.getByTestId('generate-run').isEnabled(), { timeout: 300_000, interval: 100 }).toBe(true);
-  return (await page.getByTestId('generate-output').textContent()) ?? '';
-}
-
-/** Click `testId` and return the download's file name and bytes. */
-async function downloadOf(page: Page, testId: string): Promise<{ name: string; bytes: Uint8Array }> {
-  const [download] = await Promise.all([page.waitForEvent('download', { timeout: 300_000 }), page.getByTestId(testId).click()]);
-  return { name: download.suggestedFilename(), bytes: new Uint8Array(await readFile((await download.path())!)) };
-}
-
 async function logitsOf(model: CausalLM, ids: number[][]): Promise<Float32Array> {
   const { engine } = model;
   return engine.scope(async () => (await engine.noGrad(() => model.forward(tokenTensor(engine, ids, model.config.vocabSize))).read()) as Float32Array);
@@ -90,7 +72,7 @@ it('downloads the merged model, its ONNX file and the adapter zip, and imports t
   const firstLosses = await trainSteps(page, 2);
   await expect.poll(() => page.getByTestId('export-merged').isEnabled(), { timeout: 120_000, interval: 250 }).toBe(true);
 
-  const trainedText = await greedy(page);
+  const trainedText = await greedyText(page, PROMPT, NEW_TOKENS);
   expect(trainedText.length).toBeGreaterThan(0);
   expect(trainedText).not.toBe(baseText); // the two steps changed what the model says
 
@@ -163,19 +145,19 @@ it('downloads the merged model, its ONNX file and the adapter zip, and imports t
   fresh.on('pageerror', (error) => errors.push(error.message));
   await fresh.goto(app.url);
   await loadDemo(fresh);
-  expect(await greedy(fresh)).toBe(baseText);
+  expect(await greedyText(fresh, PROMPT, NEW_TOKENS)).toBe(baseText);
   const zipPath = join(folder, adapterZip.name);
   writeFileSync(zipPath, adapterZip.bytes);
   await fresh.getByTestId('import-adapter').setInputFiles(zipPath);
   await expect.poll(() => fresh.getByTestId('import-status').textContent(), { timeout: 120_000, interval: 250 }).toMatch(/^Imported tabtune-lora-adapter\.zip: LoRA r = 8, alpha = 16, [\d.]+ k trainable parameters\./);
   expect(await fresh.getByTestId('method-status').textContent()).toMatch(/trainable parameters/);
-  expect(await greedy(fresh)).toBe(trainedText);
+  expect(await greedyText(fresh, PROMPT, NEW_TOKENS)).toBe(trainedText);
 
   // A text file renamed .safetensors: refused by name; the imported adapter stays.
   await fresh.getByTestId('import-adapter').setInputFiles({ name: 'notes.safetensors', mimeType: 'application/octet-stream', buffer: Buffer.from('These are my notes, not an adapter.\n') });
   await expect.poll(() => fresh.getByTestId('import-error').textContent(), { timeout: 60_000, interval: 250 }).toMatch(/^"notes\.safetensors": is not a safetensors file \(header length/);
   expect(await fresh.getByTestId('import-error').getAttribute('role')).toBe('alert');
-  expect(await greedy(fresh)).toBe(trainedText);
+  expect(await greedyText(fresh, PROMPT, NEW_TOKENS)).toBe(trainedText);
 
   // Training continues the imported adapter: a fresh adapter computes the base model (B starts at zero), so its
   // first-step loss is the first page's on the same first batch (same seed); the imported adapter's is another.

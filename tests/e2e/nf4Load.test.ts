@@ -4,7 +4,7 @@
 
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { Page } from 'playwright-core';
-import { loadDemo, startApp, type App } from './browser.ts';
+import { greedyText, loadDemo, startApp, type App } from './browser.ts';
 
 const PROMPT = 'And the LORD said unto Moses,';
 const NEW_TOKENS = 10;
@@ -14,15 +14,6 @@ beforeAll(async () => {
   app = await startApp();
 });
 afterAll(async () => app?.close());
-
-async function greedy(page: Page): Promise<string> {
-  await page.getByTestId('generate-prompt').fill(PROMPT);
-  await page.getByLabel('Max new tokens').fill(String(NEW_TOKENS));
-  await page.getByLabel('Temperature').fill('0');
-  await page.getByTestId('generate-run').click();
-  await expect.poll(() => page.getByTestId('generate-run').isEnabled(), { timeout: 120_000, interval: 100 }).toBe(true);
-  return (await page.getByTestId('generate-output').textContent()) ?? '';
-}
 
 /** The GPU bytes of the weights, from the summary's "Parameters" line ("… (4.9 MiB on the GPU as …"). */
 async function weightMiB(page: Page): Promise<number> {
@@ -39,13 +30,13 @@ it('loads the demo model with NF4 linears: the 4-bit model QLoRA makes, smaller,
   await page.goto(app.url);
   await loadDemo(page);
   const f32MiB = await weightMiB(page);
-  const f32Text = await greedy(page);
+  const f32Text = await greedyText(page, PROMPT, NEW_TOKENS);
 
   // QLoRA attached to the f32 model quantizes its linears in place; B = 0 at init, so this is the 4-bit base.
   await page.getByTestId('method-select').selectOption('qlora');
   await page.getByTestId('method-attach').click();
   await expect.poll(() => page.getByTestId('method-status').textContent(), { timeout: 60_000, interval: 100 }).toMatch(/trainable parameters/);
-  const quantizedText = await greedy(page);
+  const quantizedText = await greedyText(page, PROMPT, NEW_TOKENS);
   expect(quantizedText.length).toBeGreaterThan(0);
 
   // The same model loaded with its linears quantized while they stream in.
@@ -56,7 +47,7 @@ it('loads the demo model with NF4 linears: the 4-bit model QLoRA makes, smaller,
   const nf4MiB = await weightMiB(page);
   expect(await page.getByTestId('model-summary').textContent()).toContain('on the GPU as NF4 linears, the rest f32');
   expect(nf4MiB).toBeLessThan(f32MiB);
-  expect(await greedy(page)).toBe(quantizedText);
+  expect(await greedyText(page, PROMPT, NEW_TOKENS)).toBe(quantizedText);
   console.info(`weights ${f32MiB} MiB f32 → ${nf4MiB} MiB with NF4 linears; f32 text ${JSON.stringify(f32Text)}, NF4 text ${JSON.stringify(quantizedText)}`);
 
   // LoRA needs f32 weights: refused with the reason; QLoRA attaches.

@@ -13,11 +13,9 @@
 //     model with its trained adapter stays loaded.
 
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { bytesSource, readSafetensors, readSafetensorsHeader } from '../../src/io/safetensors.ts';
 import { encodeSafetensors, type SafetensorsTensorInput } from '../../src/io/safetensorsWriter.ts';
@@ -28,7 +26,7 @@ import { dequantize4bit } from '../../src/quant/quantize.ts';
 import { quantizeModel } from '../../src/quant/quantizeModel.ts';
 import { testEngine } from '../helpers/gpu.ts';
 import { expectClose, relativeError } from '../helpers/numeric.ts';
-import { fillGenesisRun, loadDemo, startApp, trainSteps, type App } from './browser.ts';
+import { downloadOf, fillGenesisRun, greedyText, loadDemo, startApp, trainSteps, type App } from './browser.ts';
 
 const DEMO = fileURLToPath(new URL('../../public/demo/', import.meta.url));
 const FILES_BESIDE_WEIGHTS = ['generation_config.json', 'tokenizer.json', 'tokenizer_config.json'];
@@ -96,22 +94,6 @@ afterAll(async () => {
   if (folder) rmSync(folder, { recursive: true, force: true });
 });
 
-async function greedy(page: Page): Promise<string> {
-  await page.getByTestId('generate-prompt').fill(PROMPT);
-  await page.getByLabel('Max new tokens').fill(String(NEW_TOKENS));
-  await page.getByLabel('Temperature').fill('0');
-  await page.getByLabel('Repetition penalty').fill('1');
-  await page.getByTestId('generate-run').click();
-  await expect.poll(() => page.getByTestId('generate-run').isEnabled(), { timeout: 120_000, interval: 100 }).toBe(true);
-  return (await page.getByTestId('generate-output').textContent()) ?? '';
-}
-
-/** Click `testId` and return the download's file name and bytes. */
-async function downloadOf(page: Page, testId: string): Promise<{ name: string; bytes: Uint8Array }> {
-  const [download] = await Promise.all([page.waitForEvent('download', { timeout: 120_000 }), page.getByTestId(testId).click()]);
-  return { name: download.suggestedFilename(), bytes: new Uint8Array(await readFile((await download.path())!)) };
-}
-
 /** dequant(W) [OUT, IN] of one quantized linear of the 4-bit file, from its Linear4bit tensors. */
 function dequantizedWeight(weightName: string): Float32Array {
   const prefix = weightName.slice(0, -'weight'.length);
@@ -151,7 +133,7 @@ it('loads a bitsandbytes 4-bit checkpoint as stored, trains QLoRA on it only, an
   await page.getByTestId('model-select').selectOption('demo');
   await page.getByTestId('model-load').click();
   await expect.poll(() => page.getByTestId('model-status').textContent(), { timeout: 90_000, interval: 250 }).toMatch(/^ready: Demo model \(llama, .*, linears in NF4\)$/);
-  const nf4Text = await greedy(page);
+  const nf4Text = await greedyText(page, PROMPT, NEW_TOKENS);
   expect(nf4Text.length).toBeGreaterThan(0);
 
   // The reference run: QLoRA on those NF4 linears. The Genesis run packs 3 training rows: a batch of 3 is the same
@@ -179,7 +161,7 @@ it('loads a bitsandbytes 4-bit checkpoint as stored, trains QLoRA on it only, an
   const readyStatus = (await page.getByTestId('model-status').textContent()) ?? '';
   expect(await page.getByTestId('model-summary').textContent()).toContain('on the GPU as NF4 linears as the checkpoint stores them, the rest f32');
   expect(await page.getByTestId('model-nf4').isChecked()).toBe(false);
-  expect(await greedy(page)).toBe(nf4Text);
+  expect(await greedyText(page, PROMPT, NEW_TOKENS)).toBe(nf4Text);
 
   // Only QLoRA: switched to by itself; LoRA and adapters are disabled options (the arrow keys skip them, a pick
   // cannot choose them), with the reason tied to the choice.
@@ -214,7 +196,7 @@ it('loads a bitsandbytes 4-bit checkpoint as stored, trains QLoRA on it only, an
   expect(common).toContain(STEPS);
   for (const step of common) expect(losses.get(step), `step ${step}`).toBe(referenceLosses.get(step));
   expect(await page.getByTestId('method-status').textContent()).toMatch(/trainable parameters/);
-  const trainedText = await greedy(page);
+  const trainedText = await greedyText(page, PROMPT, NEW_TOKENS);
 
   // The merged zip: f32 weights under the float shapes; each block linear is dequant(W) + s·B·A.
   await expect.poll(() => page.getByTestId('export-merged').isEnabled(), { timeout: 60_000, interval: 250 }).toBe(true);
@@ -272,7 +254,7 @@ it('loads a bitsandbytes 4-bit checkpoint as stored, trains QLoRA on it only, an
     '"config.json": quantization_config.quant_method is "gptq"; only bitsandbytes 4-bit checkpoints load',
   );
   await expect.poll(() => page.getByTestId('model-status').textContent(), { timeout: 30_000, interval: 250 }).toBe(readyStatus);
-  expect(await greedy(page)).toBe(trainedText);
+  expect(await greedyText(page, PROMPT, NEW_TOKENS)).toBe(trainedText);
   console.info(`greedy: NF4 demo and 4-bit checkpoint ${JSON.stringify(nf4Text)}; after ${STEPS} QLoRA steps ${JSON.stringify(trainedText)}`);
   expect(errors).toEqual([]);
   await page.close();
