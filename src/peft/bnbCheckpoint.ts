@@ -2,8 +2,9 @@
 // `quantization_config`), or `tabtune quantize`'s output beside the original config.json. Their Linear4bit
 // layers (weight codes, absmax, quant_map, nested_*, quant_state) are uploaded as they are, never
 // re-quantized; linears stored as floats (modules bitsandbytes skipped) and every other tensor load as f32.
-// inspectQuantizedModel checks everything that can be checked from the config and the headers, allocating
-// nothing; loadQuantizedModel then uploads.
+// inspectQuantizedModel checks everything before anything is allocated on the GPU — the config, the headers, and
+// each layer's quant state (its JSON and small tensors, read; the packed codes only by length) — so a damaged
+// checkpoint never replaces a loaded model; loadQuantizedModel then uploads.
 
 import type { Engine } from '../engine/engine.ts';
 import type { Tensor } from '../engine/tensor.ts';
@@ -17,7 +18,7 @@ import { findBnbLayers, quantStateFromBnbTensors, type TensorRecord } from '../q
 import { isQuantType, type QuantType } from '../quant/codebooks.ts';
 import { uploadQuantState, type QuantizedWeight } from '../quant/gpuQuantize.ts';
 import { isQuantizedLinearWeight } from '../quant/quantizeModel.ts';
-import { expectShape } from '../quant/quantState.ts';
+import { expectShape, QuantStateError, type QuantState } from '../quant/quantState.ts';
 import { buildWithQuantizedLinears, type LoadedQuantizedModel } from './qlora.ts';
 
 /** A pre-quantized checkpoint that cannot be loaded; names the file and the field or tensor. */
@@ -27,6 +28,8 @@ export class QuantizedCheckpointError extends FormatError {}
 interface BnbLayerPlan {
   /** Its tensors' common prefix in the files ("model.layers.0.mlp.up_proj."). */
   prefix: string;
+  /** The file holding its packed weight (the files, when it has none). */
+  file: string;
   /** The state-dict name of its weight (GPT-2 with `transformer.`), and its module path. */
   name: string;
   path: string;
@@ -109,7 +112,7 @@ export async function inspectQuantizedModel(files: ModelFileProvider, limits?: D
     const bytes = [...tensors].reduce((sum, [tensor, { header }]) => sum + header.byName.get(tensor)!.byteLength, 0);
     // GPT-2's Conv1D is stored [IN, OUT]; bitsandbytes quantized it as a Linear, [OUT, IN].
     const outIn: [number, number] = config.family === 'gpt2' ? [shape[1], shape[0]] : [shape[0], shape[1]];
-    return { prefix, name, path: name.slice(0, -'.weight'.length), outIn, quantType, tensors, bytes };
+    return { prefix, file, name, path: name.slice(0, -'.weight'.length), outIn, quantType, tensors, bytes };
   });
   if (layers.length === 0) {
     throw new QuantizedCheckpointError([...headers.keys()].join(', '), `holds no bitsandbytes 4-bit layer (no weight.quant_state.bitsandbytes__* tensor)${declaresQuantization(json) ? ', yet config.json declares a quantization_config' : '; load it as a float model'}`, { field: 'tensors' });
@@ -120,6 +123,7 @@ export async function inspectQuantizedModel(files: ModelFileProvider, limits?: D
   const isLayerTensor = (name: string) => layers.some(({ prefix }) => name.startsWith(`${prefix}weight`));
   const filtered = new Map([...headers].map(([file, header]) => [file, withoutTensors(header, isLayerTensor)]));
   const floats = planWeights(config, filtered, limits, { external: new Set(layers.map((layer) => layer.name)) });
+  for (const layer of layers) await readLayerState(layer, sources, false);
   return { config, floats, plan: wholePlan(config, floats, layers), layers, quantType: layers[0].quantType, headers, sources };
 }
 
@@ -143,8 +147,8 @@ function wholePlan(config: ModelConfig, floats: WeightPlan, layers: readonly Bnb
 
 /**
  * Load a bitsandbytes 4-bit checkpoint: everything is checked first (inspectQuantizedModel), then the float
- * tensors stream as f32 and each layer's quant state is parsed as it is uploaded (one layer's bytes on the host
- * at a time); an error or an abort frees everything already uploaded.
+ * tensors stream as f32 and the layers are read and uploaded one at a time (one layer's bytes on the host at a
+ * time); an error (a file changed meanwhile) or an abort frees everything already uploaded.
  */
 export async function loadQuantizedModel(engine: Engine, files: ModelFileProvider, options: LoadOptions = {}): Promise<LoadedQuantizedModel> {
   const { config, floats, plan, layers, quantType, headers, sources } = await inspectQuantizedModel(files, engine.gpu.info.limits);
@@ -171,14 +175,7 @@ export async function loadQuantizedModel(engine: Engine, files: ModelFileProvide
     const quantized = new Map<string, QuantizedWeight>();
     for (const layer of layers) {
       options.signal?.throwIfAborted();
-      const records = new Map<string, TensorRecord>();
-      for (const [name, { header, file }] of layer.tensors) {
-        const entry = header.byName.get(name)!;
-        records.set(name, { dtype: entry.dtype, shape: [...entry.shape], bytes: await readTensorBytes(sources.get(file)!, header, name) });
-      }
-      const state = quantStateFromBnbTensors(layer.prefix, records);
-      expectShape(`${layer.prefix}weight`, state, layer.outIn);
-      const weight = uploadQuantState(engine, layer.name, state);
+      const weight = uploadQuantState(engine, layer.name, await readLayerState(layer, sources, true));
       allocated.push(weight);
       quantized.set(layer.path, weight);
       progress(layer.name, layer.bytes);
@@ -189,6 +186,29 @@ export async function loadQuantizedModel(engine: Engine, files: ModelFileProvide
   } catch (error) {
     for (const item of allocated) item.dispose();
     throw error;
+  }
+}
+
+/**
+ * One layer's quant state from its bitsandbytes tensors, checked against the [OUT, IN] the model needs. Checking
+ * (`withCodes` false) reads everything but the packed codes, which stand in by their length (the header vouches
+ * for it); loading reads them too. A bad state is a typed error naming the file and the layer.
+ */
+async function readLayerState(layer: BnbLayerPlan, sources: ReadonlyMap<string, ByteSource>, withCodes: boolean): Promise<QuantState> {
+  const packedName = `${layer.prefix}weight`;
+  const records = new Map<string, TensorRecord>();
+  for (const [name, { header, file }] of layer.tensors) {
+    const entry = header.byName.get(name)!;
+    const bytes = name === packedName && !withCodes ? new Uint8Array(entry.byteLength) : await readTensorBytes(sources.get(file)!, header, name);
+    records.set(name, { dtype: entry.dtype, shape: [...entry.shape], bytes });
+  }
+  try {
+    const state = quantStateFromBnbTensors(layer.prefix, records);
+    expectShape(packedName, state, layer.outIn);
+    return state;
+  } catch (error) {
+    if (!(error instanceof QuantStateError)) throw error;
+    throw new QuantizedCheckpointError(layer.file, error.message, { tensor: packedName }, { cause: error });
   }
 }
 

@@ -5,6 +5,7 @@ import { DeviceLostError, GpuLimitError, GpuOutOfMemoryError, GpuUnavailableErro
 import { FormatError } from '../io/errors.ts';
 import { HubAccessError, HubDownloadError, HubNetworkError, type HubFailure } from '../io/sources/hub.ts';
 import { MissingFileError } from '../io/sources/types.ts';
+import { QuantStateError } from '../quant/quantState.ts';
 import { WeightTooLargeError } from '../models/weights.ts';
 import type { EngineFailure, FailureKind, MemoryEstimate } from './protocol.ts';
 
@@ -41,7 +42,7 @@ function kindOf(error: unknown): FailureKind {
   if (error instanceof HubAccessError) return 'access';
   if (error instanceof HubNetworkError || error instanceof HubDownloadError) return 'network';
   if (error instanceof MissingFileError) return 'notFound';
-  if (error instanceof FormatError) return 'badInput';
+  if (error instanceof FormatError || error instanceof QuantStateError) return 'badInput';
   return 'internal';
 }
 

@@ -175,7 +175,7 @@ describe('QLoRA base', () => {
       try {
         await loadQuantizedModel(engine, memoryProvider(files));
       } catch (error) {
-        return error as Error & { field?: string; tensor?: string };
+        return error as Error & { file?: string; field?: string; tensor?: string };
       }
       throw new Error('expected the load to fail');
     };
@@ -190,13 +190,15 @@ describe('QLoRA base', () => {
     expect(e2).toBeInstanceOf(QuantizedCheckpointError);
     expect(e2.message).toContain('no bitsandbytes 4-bit layer');
 
-    // A layer whose absmax lost its last block: typed error naming the layer, after other layers were uploaded.
+    // A layer whose absmax lost its last block: a typed error naming the file and the layer, before anything is uploaded.
     const result = await quantizeModel(engine, fixtureProvider('llama'), {});
     const victim = 'model.layers.1.mlp.down_proj.weight.absmax';
     const damaged = result.tensors.map((t) => (t.name === victim ? { ...t, shape: [t.shape[0] - 1], data: (t.data as Float32Array).slice(0, -1) } : t));
     const files = new Map([['config.json', fixtureFiles('llama').get('config.json')!], ['model.safetensors', writeSafetensors(damaged, { format: 'pt' })]]);
     const e3 = await failure(files);
-    expect(e3).toBeInstanceOf(QuantStateError);
+    expect(e3).toBeInstanceOf(QuantizedCheckpointError);
+    expect(e3.cause).toBeInstanceOf(QuantStateError);
+    expect([e3.file, e3.tensor]).toEqual(['model.safetensors', 'model.layers.1.mlp.down_proj.weight']);
     expect(e3.message).toContain('model.layers.1.mlp.down_proj.weight');
     expect(engine.memory()).toEqual(start);
   });
