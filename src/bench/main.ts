@@ -1,8 +1,8 @@
-// `npm run bench [-- --json] [-- --quick] [-- --only matmul,nf4,lora,attention,train]`: kernel throughput and
+// `npm run bench [-- --json] [-- --quick] [-- --only matmul,nf4,lora,attention,train,profile]`: kernel throughput and
 // end-to-end training steps on the device this machine has. Shapes are the ones training uses (SmolLM-135M-like:
 // hidden 576, MLP 1536, LoRA rank 8, 9/3 attention heads of 64, 512 tokens), kernels timed as the median of
 // several runs after a warm-up, with GPU timestamps when the adapter has them; training steps by wall clock over
-// several steps after warm-up steps.
+// several steps after warm-up steps. `profile` (only when asked for) times every kernel of one training step.
 
 import { acquireNodeGpu } from '../gpu/node.ts';
 import { Engine } from '../engine/engine.ts';
@@ -10,16 +10,17 @@ import { runMatmulBenchmarks } from './matmulBench.ts';
 import { runAttentionBenchmarks } from './attentionBench.ts';
 import { runLoraBenchmarks } from './loraBench.ts';
 import { runNf4Benchmarks } from './nf4Bench.ts';
-import { runTrainBenchmarks } from './trainBench.ts';
+import { runTrainBenchmarks, runTrainProfiles } from './trainBench.ts';
 
 const json = process.argv.includes('--json');
 const quick = process.argv.includes('--quick');
 const onlyAt = process.argv.indexOf('--only');
 const SUITES = ['matmul', 'nf4', 'lora', 'attention', 'train'];
+const ON_REQUEST = ['profile'];
 const suites = new Set(onlyAt >= 0 ? (process.argv[onlyAt + 1] ?? '').split(',') : SUITES);
 for (const suite of suites) {
-  if (!SUITES.includes(suite)) {
-    process.stderr.write(`bench: unknown suite ${JSON.stringify(suite)}; choose from ${SUITES.join(', ')}\n`);
+  if (!SUITES.includes(suite) && !ON_REQUEST.includes(suite)) {
+    process.stderr.write(`bench: unknown suite ${JSON.stringify(suite)}; choose from ${[...SUITES, ...ON_REQUEST].join(', ')}\n`);
     process.exit(1);
   }
 }
@@ -42,7 +43,8 @@ const lora = suites.has('lora') ? await runLoraBenchmarks(engine, { quick: small
 const attention = suites.has('attention') ? await runAttentionBenchmarks(engine, { quick: small, tokens, log }) : [];
 const ceilingGflops = matmul.length ? Math.max(...matmul.map((row) => row.gflops)) : null;
 const train = suites.has('train') ? await runTrainBenchmarks(engine, { quick: small, ceilingGflops, log }) : [];
-const report = { date: new Date().toISOString(), device, tokens, timing: gpu.info.features.timestampQuery ? 'gpu-timestamps' : 'wall-clock', matmul, nf4, lora, attention, ceilingGflops, train };
+const profile = suites.has('profile') ? await runTrainProfiles(engine, { quick: small, log }) : [];
+const report = { date: new Date().toISOString(), device, tokens, timing: gpu.info.features.timestampQuery ? 'gpu-timestamps' : 'wall-clock', matmul, nf4, lora, attention, ceilingGflops, train, profile };
 
 if (json) process.stdout.write(`${JSON.stringify(report)}\n`);
 else {
@@ -70,6 +72,13 @@ else {
     const parts = [m.frozenWeights, m.quantState, m.adapters, m.gradients, m.optimizerState, m.activations].map(mib).join('/');
     const mfu = row.mfu === null ? '—' : `${(100 * row.mfu).toFixed(0)}%`;
     console.log(`${`${row.method} ${row.batch}×${row.seqLen} ${row.model}`.padEnd(34)}${row.msPerStep.toFixed(1).padStart(10)}${row.tokensPerSecond.toFixed(0).padStart(10)}${mfu.padStart(7)}${String(row.perStep.submits).padStart(9)}${String(row.perStep.passes).padStart(8)}${`${mib(m.total)} (${parts})`.padStart(48)}`);
+  }
+  for (const run of profile) {
+    console.log(`\n${`kernels of one ${run.method} step, ${run.batch}×${run.seqLen} ${run.model}`.padEnd(48)}${'calls'.padStart(7)}${'ms'.padStart(9)}${'share'.padStart(8)}`);
+    for (const k of run.kernels.slice(0, 20)) {
+      console.log(`${k.kernel.padEnd(48)}${String(k.dispatches).padStart(7)}${k.ms.toFixed(2).padStart(9)}${`${((100 * k.ms) / run.kernelMs).toFixed(1)}%`.padStart(8)}`);
+    }
+    console.log(`${'all kernels'.padEnd(48)}${String(run.kernels.reduce((n, k) => n + k.dispatches, 0)).padStart(7)}${run.kernelMs.toFixed(2).padStart(9)}${run.untimed ? `  (+${run.untimed} untimed)` : ''}`);
   }
 }
 gpu.destroy();

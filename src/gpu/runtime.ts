@@ -13,6 +13,7 @@ import {
   GpuOutOfMemoryError,
   GpuValidationError,
 } from './errors.ts';
+import { KernelProfiler, PROFILE_CAPACITY, type KernelProfile } from './kernelProfile.ts';
 import { PipelineCache, type KernelSpec } from './pipelineCache.ts';
 
 export type { KernelSpec } from './pipelineCache.ts';
@@ -82,6 +83,7 @@ export class Gpu {
   private paramBytes = 0;
   private passTimestamps: GPUComputePassTimestampWrites | null = null;
   private timingQueries: { set: GPUQuerySet; resolve: GPUBuffer } | null = null;
+  private profiler: KernelProfiler | null = null;
   private lostError: DeviceLostError | null = null;
   private pendingError: GpuError | null = null;
   private readonly errorChecks: Promise<void>[] = [];
@@ -147,11 +149,15 @@ export class Gpu {
       else entries.push({ binding: index + 1, buffer: binding, offset: 0, size: undefined });
     });
     const bindGroup = this.bindGroups.get(pipeline, entries);
-    const pass = this.computePass();
+    // Profiling: a pass of its own, bracketed by timestamps.
+    const timestamps = this.profiler?.next(`${kernel.shader}:${kernel.entryPoint}`) ?? null;
+    if (timestamps) this.endPass();
+    const pass = this.computePass(timestamps);
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, bindGroup);
     const [x, y = 1, z = 1] = call.workgroups;
     pass.dispatchWorkgroups(x, y, z);
+    if (timestamps) this.endPass();
     this.counters.dispatches++;
   }
 
@@ -234,6 +240,35 @@ export class Gpu {
     return { gpuMs: Number(end - begin) / 1e6, wallMs };
   }
 
+  /**
+   * GPU time by kernel of the work `work` records (benchmarks; see kernelProfile.ts): up to `capacity` dispatches
+   * are timed. Null without timestamp-query.
+   */
+  async profileKernels(work: () => Promise<void>, capacity = PROFILE_CAPACITY): Promise<KernelProfile | null> {
+    if (!this.info.features.timestampQuery) return null;
+    if (!Number.isInteger(capacity) || capacity < 1 || capacity > PROFILE_CAPACITY) throw new RangeError(`profile capacity must be an integer in [1, ${PROFILE_CAPACITY}], got ${capacity}`);
+    await this.sync();
+    const querySet = this.device.createQuerySet({ type: 'timestamp', count: 2 * capacity });
+    const profiler = new KernelProfiler(querySet, capacity);
+    this.profiler = profiler;
+    try {
+      await work();
+    } finally {
+      this.profiler = null;
+    }
+    const count = 2 * profiler.kernels.length;
+    let timestamps = new BigUint64Array(0);
+    if (count > 0) {
+      const resolve = this.device.createBuffer({ size: count * 8, usage: USAGE.QUERY_RESOLVE | USAGE.COPY_SRC });
+      this.endPass();
+      this.commandEncoder().resolveQuerySet(querySet, 0, count, resolve, 0);
+      timestamps = new BigUint64Array(await this.read(resolve, count * 8));
+      resolve.destroy();
+    }
+    querySet.destroy();
+    return profiler.summarize(timestamps);
+  }
+
   /** Destroy idle pooled buffers (after unloading a model, or when memory ran out). */
   trimPool(): void {
     this.bindGroups.clear();
@@ -270,9 +305,10 @@ export class Gpu {
     return this.timingQueries;
   }
 
-  private computePass(): GPUComputePassEncoder {
+  /** The open compute pass, or a new one (writing `timestamps`, or time()'s, when given). */
+  private computePass(timestamps: GPUComputePassTimestampWrites | null = null): GPUComputePassEncoder {
     if (!this.pass) {
-      const timestampWrites = this.passTimestamps ?? undefined;
+      const timestampWrites = timestamps ?? this.passTimestamps ?? undefined;
       this.pass = this.commandEncoder().beginComputePass(timestampWrites ? { timestampWrites } : {});
       this.counters.passes++;
     }
