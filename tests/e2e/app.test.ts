@@ -2,7 +2,7 @@
 // the model panel, generate greedily in the playground, and check the streamed text against a greedy generation
 // computed here in Node from the same files by a different path (the full sequence recomputed every step, no KV
 // cache, no worker), whose tokens are in turn checked against PyTorch's (tests/fixtures/demo/golden.json). Then: picked local files (and refused bad picks), the page shown without WebGPU, and the
-// banner and recovery after a device loss.
+// banner and recovery after a device loss, and the colour themes.
 
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -218,5 +218,36 @@ it('reports a lost device, then restarts the engine and reloads the model', { ti
   const stoppedAt = Number(/^(\d+) tokens/.exec((await page.locator('.playground [role=status]').textContent()) ?? '')?.[1]);
   expect(stoppedAt).toBeGreaterThan(0);
   expect(stoppedAt).toBeLessThan(200);
+  await page.close();
+});
+
+it('follows the system colour scheme until the user picks one, and keeps the pick over a reload', async () => {
+  const page = await app.browser.newPage();
+  const colours = () =>
+    page.evaluate(() => {
+      const style = getComputedStyle(document.documentElement);
+      const panel = document.querySelector('.panel');
+      return { background: style.backgroundColor, text: style.color, panel: panel ? getComputedStyle(panel).backgroundColor : null };
+    });
+  const LIGHT = { background: 'rgb(246, 247, 249)', text: 'rgb(27, 31, 36)', panel: 'rgb(255, 255, 255)' };
+  const DARK = { background: 'rgb(15, 18, 22)', text: 'rgb(230, 233, 238)', panel: 'rgb(23, 27, 33)' };
+  await page.emulateMedia({ colorScheme: 'dark' });
+  await page.goto(app.url);
+  await page.locator('.panel').first().waitFor();
+  expect(await colours()).toEqual(DARK);
+  await page.emulateMedia({ colorScheme: 'light' });
+  expect(await colours()).toEqual(LIGHT);
+  // A choice overrides the system's, both ways, and outlives a reload.
+  await page.getByRole('radio', { name: 'Dark' }).check();
+  expect(await colours()).toEqual(DARK);
+  await page.reload();
+  await page.locator('.panel').first().waitFor();
+  expect(await page.getByRole('radio', { name: 'Dark' }).isChecked()).toBe(true);
+  expect(await colours()).toEqual(DARK);
+  await page.emulateMedia({ colorScheme: 'dark' });
+  await page.getByRole('radio', { name: 'Light' }).check();
+  expect(await colours()).toEqual(LIGHT);
+  await page.getByRole('radio', { name: 'System' }).check();
+  expect(await colours()).toEqual(DARK);
   await page.close();
 });
