@@ -87,8 +87,8 @@ function checkQuantizationConfig(value: unknown): void {
 }
 
 /**
- * Read config.json and the safetensors headers, find the 4-bit layers and match every tensor against the
- * config and `limits`. Reads headers only; allocates nothing.
+ * Read config.json and the safetensors headers, find the 4-bit layers, match every tensor against the config and
+ * `limits`, and check each layer's quant state (readLayerState without the codes). Allocates nothing on the GPU.
  */
 export async function inspectQuantizedModel(files: ModelFileProvider, limits?: DeviceLimits): Promise<InspectedQuantizedModel> {
   const json = await readConfigObject(files);
