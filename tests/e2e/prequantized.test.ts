@@ -58,6 +58,8 @@ let folder: string;
 /** The 4-bit folder's files, and the same with a config.json that declares a GPTQ checkpoint. */
 let fourBitFiles: string[];
 let gptqFiles: string[];
+/** `tabtune quantize` output beside the demo's own config.json: nothing there declares the quantization. */
+let undeclaredFiles: string[];
 /** The 4-bit file's tensors by name (Linear4bit layers: weight codes, absmax, nested_*, quant_map, quant_state). */
 let quantizedTensors: Map<string, SafetensorsTensorInput>;
 /** State-dict names of the quantized linear weights ("model.layers.0.self_attn.q_proj.weight"). */
@@ -86,6 +88,7 @@ beforeAll(async () => {
   const weights = new Uint8Array(Buffer.concat([encoded.header, ...encoded.chunks]));
   const demoConfig = JSON.parse(readFileSync(join(DEMO, 'config.json'), 'utf8')) as Record<string, unknown>;
   fourBitFiles = writeFolder('bnb-4bit', { ...demoConfig, quantization_config: QUANTIZATION_CONFIG }, weights);
+  undeclaredFiles = writeFolder('undeclared', demoConfig, weights);
   gptqFiles = writeFolder('gptq', { ...demoConfig, quantization_config: { quant_method: 'gptq', bits: 4, group_size: 128 } }, weights);
   app = await startApp();
 });
@@ -135,6 +138,9 @@ it('loads a bitsandbytes 4-bit checkpoint as stored, trains QLoRA on it only, an
   await expect.poll(() => page.getByTestId('model-status').textContent(), { timeout: 90_000, interval: 250 }).toMatch(/^ready: Demo model \(llama, .*, linears in NF4\)$/);
   const nf4Text = await greedyText(page, PROMPT, NEW_TOKENS);
   expect(nf4Text.length).toBeGreaterThan(0);
+  const estimateFacts = () => page.locator('.estimate dl').textContent();
+  const nf4Estimate = await estimateFacts();
+  expect(nf4Estimate).toContain('Total');
 
   // The reference run: QLoRA on those NF4 linears. The Genesis run packs 3 training rows: a batch of 3 is the same
   // data every step, so the loss of the last step is comparable with that of the first.
@@ -159,6 +165,7 @@ it('loads a bitsandbytes 4-bit checkpoint as stored, trains QLoRA on it only, an
   await page.getByTestId('model-load').click();
   await expect.poll(() => page.getByTestId('model-status').textContent(), { timeout: 90_000, interval: 250 }).toMatch(/^ready: 5 picked files \(llama, .*, linears in NF4\)$/);
   const readyStatus = (await page.getByTestId('model-status').textContent()) ?? '';
+  expect(await estimateFacts()).toBe(nf4Estimate);
   expect(await page.getByTestId('model-summary').textContent()).toContain('on the GPU as NF4 linears as the checkpoint stores them, the rest f32');
   expect(await page.getByTestId('model-nf4').isChecked()).toBe(false);
   expect(await greedyText(page, PROMPT, NEW_TOKENS)).toBe(nf4Text);
@@ -256,6 +263,14 @@ it('loads a bitsandbytes 4-bit checkpoint as stored, trains QLoRA on it only, an
   await expect.poll(() => page.getByTestId('model-status').textContent(), { timeout: 30_000, interval: 250 }).toBe(readyStatus);
   expect(await greedyText(page, PROMPT, NEW_TOKENS)).toBe(trainedText);
   console.info(`greedy: NF4 demo and 4-bit checkpoint ${JSON.stringify(nf4Text)}; after ${STEPS} QLoRA steps ${JSON.stringify(trainedText)}`);
+
+  // `tabtune quantize` output beside a plain config.json, f32 asked: the headers say 4-bit, so the memory estimate
+  // made before loading is the NF4 one, and the model is the same 4-bit one.
+  await page.getByTestId('model-files').setInputFiles(undeclaredFiles);
+  await page.getByTestId('model-load').click();
+  await expect.poll(() => page.getByTestId('model-status').textContent(), { timeout: 90_000, interval: 250 }).toBe(readyStatus);
+  expect(await estimateFacts()).toBe(nf4Estimate);
+  expect(await greedyText(page, PROMPT, NEW_TOKENS)).toBe(nf4Text);
   expect(errors).toEqual([]);
   await page.close();
 });

@@ -69,7 +69,10 @@ export async function loadModelCall(payload: Payload<'loadModel'>, ctx: CallCont
   const { config, declaresQuantization } = await readBaseModelConfig(files);
   const asked = payload.weights ?? 'f32';
   if (asked !== 'f32' && asked !== 'nf4') throw new BadRequestError(`the weights must be f32 or nf4, got ${JSON.stringify(asked)}`);
-  const estimate = estimateInference(config, declaresQuantization ? 'nf4' : asked, capacity());
+  // Picked files are at hand: their headers also show a 4-bit checkpoint that config.json does not declare
+  // (`tabtune quantize` output beside the original config).
+  const fourBit = declaresQuantization || (payload.source.kind === 'files' && (await inspectBaseModel(files, engine.gpu.info.limits)).prequantized !== null);
+  const estimate = estimateInference(config, fourBit ? 'nf4' : asked, capacity());
   ctx.emit({ type: 'estimate', estimate });
   if (estimate.refusal !== null && !(payload.ignoreBudget && estimate.refusalOverridable)) throw new DoesNotFitError(estimate);
 
