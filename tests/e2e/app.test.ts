@@ -15,7 +15,7 @@ import { loadTokenizer } from '../../src/io/tokenizer.ts';
 import { loadModel } from '../../src/models/load.ts';
 import { tokenTensor } from '../../src/models/model.ts';
 import { testEngine } from '../helpers/gpu.ts';
-import { loadDemo, startApp, type App } from './browser.ts';
+import { loadDemo, startApp, watchTextLengths, type App } from './browser.ts';
 
 const DEMO = fileURLToPath(new URL('../../public/demo/', import.meta.url));
 /** PyTorch's greedy continuations of the demo model (scripts/demo-model/sample.py). */
@@ -75,17 +75,13 @@ async function generateGreedy(page: Page, prompt: string, newTokens: number): Pr
   await page.getByLabel('Max new tokens').fill(String(newTokens));
   await page.getByLabel('Temperature').fill('0');
   await page.getByLabel('Repetition penalty').fill('1');
+  const watch = await watchTextLengths(page, ['generate-output']);
   await page.getByTestId('generate-run').click();
   // The run button is disabled while generating and enabled again when the run has finished.
-  const partial = new Set<number>();
-  const deadline = Date.now() + 240_000;
-  while (!(await page.getByTestId('generate-run').isEnabled())) {
-    if (Date.now() > deadline) throw new Error('generation did not finish in 240 s');
-    partial.add(((await page.getByTestId('generate-output').textContent()) ?? '').length);
-    await page.waitForTimeout(50);
-  }
+  await expect.poll(() => page.getByTestId('generate-run').isEnabled(), { timeout: 240_000, interval: 100 }).toBe(true);
+  const partialLengths = (await watch.stop())['generate-output'];
   expect(await page.locator('.playground [role=status]').textContent()).toMatch(/tokens after a \d+-token prompt/);
-  return { text: (await page.getByTestId('generate-output').textContent()) ?? '', partialLengths: [...partial] };
+  return { text: (await page.getByTestId('generate-output').textContent()) ?? '', partialLengths };
 }
 
 it('loads the demo model and streams the greedy text that Node and PyTorch compute from the same files', { timeout: 600_000 }, async () => {

@@ -121,3 +121,31 @@ export async function downloadOf(page: Page, testId: string, timeout = 300_000):
   const [download] = await Promise.all([page.waitForEvent('download', { timeout }), page.getByTestId(testId).click()]);
   return { name: download.suggestedFilename(), bytes: new Uint8Array(await readFile((await download.path())!)) };
 }
+
+/**
+ * Record, in the page, every text length the elements with these test ids show from now on (one MutationObserver
+ * on the document, so elements that appear later are seen too): what streaming showed then does not depend on how
+ * often the test looks, which on a busy machine would catch fewer states. `stop()` ends the watch and gives the
+ * distinct lengths seen, by test id.
+ */
+export async function watchTextLengths(page: Page, testIds: readonly string[]): Promise<{ stop(): Promise<Record<string, number[]>> }> {
+  await page.evaluate((ids) => {
+    const seen: Record<string, number[]> = Object.fromEntries(ids.map((id) => [id, []]));
+    const observer = new MutationObserver(() => {
+      for (const id of ids) {
+        const element = document.querySelector(`[data-testid="${id}"]`);
+        if (element) seen[id].push(element.textContent?.length ?? 0);
+      }
+    });
+    observer.observe(document.body, { childList: true, characterData: true, subtree: true });
+    (window as unknown as { textWatch: { seen: Record<string, number[]>; observer: MutationObserver } }).textWatch = { seen, observer };
+  }, testIds);
+  return {
+    stop: () =>
+      page.evaluate(() => {
+        const { seen, observer } = (window as unknown as { textWatch: { seen: Record<string, number[]>; observer: MutationObserver } }).textWatch;
+        observer.disconnect();
+        return Object.fromEntries(Object.entries(seen).map(([id, lengths]) => [id, [...new Set(lengths)]]));
+      }),
+  };
+}

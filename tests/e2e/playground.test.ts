@@ -26,7 +26,7 @@ import { importLoraAdapter } from '../../src/peft/peftFiles.ts';
 import { unbundleAdapter } from '../../src/worker/adapterBundle.ts';
 import { testEngine } from '../helpers/gpu.ts';
 import { memoryProvider } from '../models/helpers.ts';
-import { fillGenesisRun, loadDemo, startApp, trainSteps, type App } from './browser.ts';
+import { fillGenesisRun, loadDemo, startApp, trainSteps, watchTextLengths, type App } from './browser.ts';
 
 const DEMO = fileURLToPath(new URL('../../public/demo/', import.meta.url));
 const golden = JSON.parse(readFileSync(new URL('../fixtures/demo/golden.json', import.meta.url), 'utf8')) as {
@@ -86,11 +86,10 @@ async function setGreedy(page: Page, newTokens: number): Promise<void> {
   await page.getByLabel('Repetition penalty').fill('1');
 }
 
-async function waitUntilEnabled(page: Page, testId: string, what: string, watch: () => Promise<void> = async () => undefined): Promise<void> {
+async function waitUntilEnabled(page: Page, testId: string, what: string): Promise<void> {
   const deadline = Date.now() + 300_000;
   while (!(await page.getByTestId(testId).isEnabled())) {
     if (Date.now() > deadline) throw new Error(`${what} did not finish in 300 s`);
-    await watch();
     await page.waitForTimeout(50);
   }
 }
@@ -111,20 +110,19 @@ it('compares the trained LoRA adapter with the base model, side by side', { time
   await expect.poll(() => page.getByTestId('generate-compare').isEnabled(), { timeout: 120_000, interval: 250 }).toBe(true);
 
   await setGreedy(page, NEW_TOKENS);
-  await page.getByTestId('generate-compare').click();
   // Both columns stream: each is seen partly written while the run goes on, the base one after the adapter's.
-  const partial = { adapter: new Set<number>(), base: new Set<number>() };
-  await waitUntilEnabled(page, 'generate-run', 'the comparison', async () => {
-    partial.adapter.add(((await page.getByTestId('generate-output').textContent()) ?? '').length);
-    partial.base.add(((await page.getByTestId('generate-output-base').textContent()) ?? '').length);
-  });
+  const watch = await watchTextLengths(page, ['generate-output', 'generate-output-base']);
+  await page.getByTestId('generate-compare').click();
+  await waitUntilEnabled(page, 'generate-run', 'the comparison');
   const adapterText = (await page.getByTestId('generate-output').textContent()) ?? '';
   const baseColumn = (await page.getByTestId('generate-output-base').textContent()) ?? '';
   expect(await page.locator('.playground [role=status]').textContent()).toMatch(/^Compared: 8 tokens with the adapter, 8 with it off, after a 5-token prompt\.$/);
   expect(await page.getByRole('heading', { name: 'With the adapter' }).count()).toBe(1);
   expect(await page.getByRole('heading', { name: 'Adapter off (base model)' }).count()).toBe(1);
-  expect([...partial.adapter].filter((n) => n > 0 && n < adapterText.length).length).toBeGreaterThan(0);
-  expect([...partial.base].filter((n) => n > 0 && n < baseColumn.length).length).toBeGreaterThan(0);
+  const seen = await watch.stop();
+  const partial = { adapter: seen['generate-output'], base: seen['generate-output-base'] };
+  expect(partial.adapter.filter((n) => n > 0 && n < adapterText.length).length).toBeGreaterThan(0);
+  expect(partial.base.filter((n) => n > 0 && n < baseColumn.length).length).toBeGreaterThan(0);
   // Side by side at this width: the base column starts to the right of the adapter column, on the same row.
   const left = (await page.getByTestId('generate-output').boundingBox())!;
   const right = (await page.getByTestId('generate-output-base').boundingBox())!;
@@ -213,24 +211,17 @@ it('runs the exported ONNX model with ONNX Runtime Web on WebGPU, with the engin
 
   const status = page.getByTestId('onnx-status');
   await page.getByTestId('onnx-file').setInputFiles(onnxPath);
+  const onnxWatch = await watchTextLengths(page, ['onnx-output']);
   await page.getByTestId('onnx-run').click();
-  const partial = new Set<number>();
-  await expect
-    .poll(
-      async () => {
-        partial.add(((await page.getByTestId('onnx-output').textContent()) ?? '').length);
-        return (await status.textContent()) ?? '';
-      },
-      { timeout: 300_000, interval: 50 },
-    )
-    .toMatch(/ ran demo-model\.onnx: /);
+  await expect.poll(async () => (await status.textContent()) ?? '', { timeout: 300_000, interval: 100 }).toMatch(/ ran demo-model\.onnx: /);
+  const partial = (await onnxWatch.stop())['onnx-output'];
   const statusText = (await status.textContent()) ?? '';
   expect(statusText).toMatch(/^webgpu \(.+\) ran demo-model\.onnx: 8 tokens after a 5-token prompt; reached the token limit; \d+(\.\d+)? tokens\/s; session ready in \d+(\.\d+)? s\.$/);
   expect(statusText.toLowerCase()).toContain('swiftshader'); // the adapter ONNX Runtime ran on: this machine's WebGPU
   const onnxText = (await page.getByTestId('onnx-output').textContent()) ?? '';
   notes.push(`ONNX status: ${statusText}`, `ONNX text: ${JSON.stringify(onnxText)}, engine text: ${JSON.stringify(engineText)}`);
   expect(onnxText).toBe(engineText);
-  expect([...partial].filter((n) => n > 0 && n < onnxText.length).length).toBeGreaterThan(0); // streamed
+  expect(partial.filter((n) => n > 0 && n < onnxText.length).length).toBeGreaterThan(0); // streamed
   expect(await page.getByTestId('onnx-error').count()).toBe(0);
 
   // Again with the kept session: no session time this run, the same text.
