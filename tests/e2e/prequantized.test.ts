@@ -140,6 +140,10 @@ it('loads a bitsandbytes 4-bit checkpoint as stored, trains QLoRA on it only, an
   expect(nf4Text.length).toBeGreaterThan(0);
   const estimateFacts = () => page.locator('.estimate dl').textContent();
   const nf4Estimate = await estimateFacts();
+  // The weights' GPU bytes in the summary, by the engine's accounting ("… (2.5 MiB on the GPU as …").
+  const weightsOnGpu = async () => /\(([\d.]+ [KMG]?i?B) on the GPU as/.exec((await page.getByTestId('model-summary').textContent()) ?? '')?.[1];
+  const nf4Weights = await weightsOnGpu();
+  expect(nf4Weights).toMatch(/MiB$/);
   expect(nf4Estimate).toContain('Total');
 
   // The reference run: QLoRA on those NF4 linears. The Genesis run packs 3 training rows: a batch of 3 is the same
@@ -166,6 +170,7 @@ it('loads a bitsandbytes 4-bit checkpoint as stored, trains QLoRA on it only, an
   await expect.poll(() => page.getByTestId('model-status').textContent(), { timeout: 90_000, interval: 250 }).toMatch(/^ready: 5 picked files \(llama, .*, linears in NF4\)$/);
   const readyStatus = (await page.getByTestId('model-status').textContent()) ?? '';
   expect(await estimateFacts()).toBe(nf4Estimate);
+  expect(await weightsOnGpu()).toBe(nf4Weights); // the same codes and state as the NF4 load
   expect(await page.getByTestId('model-summary').textContent()).toContain('on the GPU as NF4 linears as the checkpoint stores them, the rest f32');
   expect(await page.getByTestId('model-nf4').isChecked()).toBe(false);
   expect(await greedyText(page, PROMPT, NEW_TOKENS)).toBe(nf4Text);

@@ -12,7 +12,7 @@ import { inspectBaseModel, loadBaseModel, readBaseModelConfig } from '../../peft
 import { checkTokenizerFitsModel } from '../../train/generate.ts';
 import { disposeLoaded, engineState, requireDevice, type CallContext } from '../engineState.ts';
 import { BadRequestError, DoesNotFitError } from '../failures.ts';
-import { estimateInference, weightBytes } from '../memoryEstimate.ts';
+import { estimateInference } from '../memoryEstimate.ts';
 import type { LoadPhase, ModelSource, ModelSummary, Payload } from '../protocol.ts';
 import { staticFolder } from '../staticFolder.ts';
 import { capacity } from './device.ts';
@@ -92,7 +92,11 @@ export async function loadModelCall(payload: Payload<'loadModel'>, ctx: CallCont
   const options = { signal: ctx.signal, onProgress: (p: { tensor: string; loaded: number; total: number }) => uploadProgress(p.tensor, p.loaded, p.total) };
   // NF4: each block linear is quantized on the GPU as it streams in, the same codes QLoRA's attach would make.
   const quantize = asked === 'nf4' ? QLORA_QUANTIZATION : undefined;
+  const before = engine.memory();
   const { model, plan, weights, prequantized, warnings } = await loadBaseModel(engine, files, { ...options, quantize });
+  // What the weights hold on the GPU, by the engine's own accounting (a 4-bit checkpoint's state as it was stored).
+  const after = engine.memory();
+  const gpuWeightBytes = after.frozenWeights - before.frozenWeights + (after.quantState - before.quantState);
   const summary: ModelSummary = {
     name,
     sourceKind: payload.source.kind,
@@ -111,7 +115,7 @@ export async function loadModelCall(payload: Payload<'loadModel'>, ctx: CallCont
     storedDtype: config.dtype,
     weights,
     prequantized: prequantized !== null,
-    gpuWeightBytes: weightBytes(config, weights === 'f32' ? 'f32' : 'nf4').gpuBytes,
+    gpuWeightBytes,
     tokenizer: {
       type: tokenizer.modelType,
       vocabSize: tokenizer.vocabSize,
