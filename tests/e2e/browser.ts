@@ -70,6 +70,16 @@ export async function loadDemo(page: Page): Promise<void> {
   await expect.poll(status, { timeout: 90_000, interval: 250 }).toMatch(/ready: Demo model/);
 }
 
+/** A new page at `url` with the demo model ready (loadDemo), and the page's uncaught errors collected as they come. */
+export async function openWithDemo(browser: Browser, url: string): Promise<{ page: Page; errors: string[] }> {
+  const page = await browser.newPage();
+  const errors: string[] = [];
+  page.on('pageerror', (error) => errors.push(error.message));
+  await page.goto(url);
+  await loadDemo(page);
+  return { page, errors };
+}
+
 /** Genesis 1:1–3 as three paragraphs: a tiny plain-text dataset in the demo model's own style. */
 export const GENESIS_DATASET = [
   'In the beginning God created the heaven and the earth.',
@@ -100,7 +110,10 @@ export async function trainSteps(page: Page, steps: number): Promise<Map<number,
     if (step === steps && (await page.getByTestId('train-start').isEnabled())) return losses;
     const failure = page.getByTestId('train-error');
     if (await failure.count()) throw new Error(`training failed: ${await failure.textContent()}`);
-    if (Date.now() > deadline) throw new Error(`training did not reach step ${steps} (at ${step})`);
+    if (Date.now() > deadline) {
+      const status = await page.locator('.train-panel [role=status]').textContent();
+      throw new Error(`training did not reach step ${steps} (at ${step}; the train panel says ${JSON.stringify(status)})`);
+    }
     await page.waitForTimeout(100);
   }
 }

@@ -26,7 +26,7 @@ import { importLoraAdapter } from '../../src/peft/peftFiles.ts';
 import { testEngine } from '../helpers/gpu.ts';
 import { expectClose, relativeError } from '../helpers/numeric.ts';
 import { memoryProvider } from '../models/helpers.ts';
-import { downloadOf, fillGenesisRun, greedyText, loadDemo, startApp, trainSteps, type App } from './browser.ts';
+import { downloadOf, fillGenesisRun, greedyText, loadDemo, openWithDemo, startApp, trainSteps, type App } from './browser.ts';
 
 const DEMO = fileURLToPath(new URL('../../public/demo/', import.meta.url));
 const golden = JSON.parse(readFileSync(new URL('../fixtures/demo/golden.json', import.meta.url), 'utf8')) as {
@@ -61,11 +61,7 @@ async function logitsOf(model: CausalLM, ids: number[][]): Promise<Float32Array>
 }
 
 it('downloads the merged model, its ONNX file and the adapter zip, and imports the adapter into a fresh page', { timeout: 900_000 }, async () => {
-  const page = await app.browser.newPage();
-  const errors: string[] = [];
-  page.on('pageerror', (error) => errors.push(error.message));
-  await page.goto(app.url);
-  await loadDemo(page);
+  const { page, errors } = await openWithDemo(app.browser, app.url);
 
   await page.getByTestId('method-select').selectOption('lora');
   await fillGenesisRun(page, 0.05);

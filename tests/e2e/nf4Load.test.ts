@@ -4,7 +4,7 @@
 
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { Page } from 'playwright-core';
-import { greedyText, loadDemo, startApp, type App } from './browser.ts';
+import { greedyText, openWithDemo, startApp, type App } from './browser.ts';
 
 const PROMPT = 'And the LORD said unto Moses,';
 const NEW_TOKENS = 10;
@@ -24,11 +24,7 @@ async function weightMiB(page: Page): Promise<number> {
 }
 
 it('loads the demo model with NF4 linears: the 4-bit model QLoRA makes, smaller, and refused for LoRA', { timeout: 300_000 }, async () => {
-  const page = await app.browser.newPage();
-  const errors: string[] = [];
-  page.on('pageerror', (error) => errors.push(error.message));
-  await page.goto(app.url);
-  await loadDemo(page);
+  const { page, errors } = await openWithDemo(app.browser, app.url);
   const f32MiB = await weightMiB(page);
   const f32Text = await greedyText(page, PROMPT, NEW_TOKENS);
 

@@ -26,7 +26,7 @@ import { importLoraAdapter } from '../../src/peft/peftFiles.ts';
 import { unbundleAdapter } from '../../src/worker/adapterBundle.ts';
 import { testEngine } from '../helpers/gpu.ts';
 import { memoryProvider } from '../models/helpers.ts';
-import { fillGenesisRun, loadDemo, startApp, trainSteps, watchTextLengths, type App } from './browser.ts';
+import { fillGenesisRun, openWithDemo, startApp, trainSteps, watchTextLengths, type App } from './browser.ts';
 
 const DEMO = fileURLToPath(new URL('../../public/demo/', import.meta.url));
 const golden = JSON.parse(readFileSync(new URL('../fixtures/demo/golden.json', import.meta.url), 'utf8')) as {
@@ -95,11 +95,7 @@ async function waitUntilEnabled(page: Page, testId: string, what: string): Promi
 }
 
 it('compares the trained LoRA adapter with the base model, side by side', { timeout: 900_000 }, async () => {
-  const page = await app.browser.newPage();
-  const errors: string[] = [];
-  page.on('pageerror', (error) => errors.push(error.message));
-  await page.goto(app.url);
-  await loadDemo(page);
+  const { page, errors } = await openWithDemo(app.browser, app.url);
   // Without an adapter there is nothing to compare: one output column, the comparison disabled.
   expect(await page.getByTestId('generate-compare').isEnabled()).toBe(false);
   expect(await page.getByTestId('generate-output-base').count()).toBe(0);
@@ -196,11 +192,7 @@ it('runs the exported ONNX model with ONNX Runtime Web on WebGPU, with the engin
   const otherPath = join(folder, 'other-model.onnx');
   writeFileSync(otherPath, exportOnnxFromWeights(fixtureConfig, new Map(expectedTensors(fixtureConfig).map((t) => [t.name, new Float32Array(t.shape.reduce((a, b) => a * b, 1))]))));
 
-  const page = await app.browser.newPage();
-  const errors: string[] = [];
-  page.on('pageerror', (error) => errors.push(error.message));
-  await page.goto(app.url);
-  await loadDemo(page);
+  const { page, errors } = await openWithDemo(app.browser, app.url);
   await setGreedy(page, NEW_TOKENS);
   await page.getByTestId('generate-run').click();
   await waitUntilEnabled(page, 'generate-run', 'generation');

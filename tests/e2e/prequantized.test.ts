@@ -26,7 +26,7 @@ import { dequantize4bit } from '../../src/quant/quantize.ts';
 import { quantizeModel } from '../../src/quant/quantizeModel.ts';
 import { testEngine } from '../helpers/gpu.ts';
 import { expectClose, relativeError } from '../helpers/numeric.ts';
-import { downloadOf, fillGenesisRun, greedyText, loadDemo, startApp, trainSteps, type App } from './browser.ts';
+import { downloadOf, fillGenesisRun, greedyText, openWithDemo, startApp, trainSteps, type App } from './browser.ts';
 
 const DEMO = fileURLToPath(new URL('../../public/demo/', import.meta.url));
 const FILES_BESIDE_WEIGHTS = ['generation_config.json', 'tokenizer.json', 'tokenizer_config.json'];
@@ -125,11 +125,7 @@ function withLoraUpdate(W: Float32Array, A: Float32Array, B: Float32Array, scali
 }
 
 it('loads a bitsandbytes 4-bit checkpoint as stored, trains QLoRA on it only, and exports f32 merged weights', { timeout: 600_000 }, async () => {
-  const page = await app.browser.newPage();
-  const errors: string[] = [];
-  page.on('pageerror', (error) => errors.push(error.message));
-  await page.goto(app.url);
-  await loadDemo(page);
+  const { page, errors } = await openWithDemo(app.browser, app.url);
 
   // The reference: the demo with its linears quantized to NF4 while they load.
   await page.getByTestId('model-nf4').check();

@@ -6,7 +6,7 @@
 
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { decodeShareConfig } from '../../src/share/shareLink.ts';
-import { loadDemo, startApp, type App } from './browser.ts';
+import { loadDemo, openWithDemo, startApp, type App } from './browser.ts';
 
 const DATASET = 'In the beginning God created the heaven and the earth.\n\nAnd God said, Let there be light: and there was light.';
 
@@ -17,11 +17,7 @@ beforeAll(async () => {
 afterAll(async () => app?.close());
 
 it('opens a share link in a new page, asks first, then sets up the same configuration', { timeout: 300_000 }, async () => {
-  const page = await app.browser.newPage();
-  const errors: string[] = [];
-  page.on('pageerror', (error) => errors.push(error.message));
-  await page.goto(app.url);
-  await loadDemo(page);
+  const { page, errors } = await openWithDemo(app.browser, app.url);
   await page.getByTestId('method-select').selectOption('adapter');
   await page.getByLabel('Reduction factor').fill('4');
   await page.getByTestId('steps-input').fill('7');
@@ -80,11 +76,7 @@ it('opens a share link in a new page, asks first, then sets up the same configur
 });
 
 it('a demo link starts the shared demo with one click: load, set up, train', { timeout: 400_000 }, async () => {
-  const page = await app.browser.newPage();
-  const errors: string[] = [];
-  page.on('pageerror', (error) => errors.push(error.message));
-  await page.goto(app.url);
-  await loadDemo(page); // the page opens with the demo model; unloaded, there is nothing to link to
+  const { page, errors } = await openWithDemo(app.browser, app.url); // the page opens with the demo model; unloaded, there is nothing to link to
   await page.getByTestId('model-unload').click();
   await expect.poll(() => page.getByTestId('model-status').textContent(), { timeout: 30_000, interval: 100 }).not.toContain('ready');
   await page.getByTestId('share-demo-mode').check();

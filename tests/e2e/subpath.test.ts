@@ -6,7 +6,7 @@ import { createReadStream, statSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { extname, join, normalize } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { loadDemo, startApp, type App } from './browser.ts';
+import { openWithDemo, startApp, type App } from './browser.ts';
 
 const PREFIX = '/tools/ml/tabtune/';
 const TYPES: Record<string, string> = {
@@ -53,11 +53,7 @@ afterAll(async () => {
 });
 
 it('runs from a deep path of a plain static server: the demo model loads and generates', { timeout: 300_000 }, async () => {
-  const page = await app.browser.newPage();
-  const errors: string[] = [];
-  page.on('pageerror', (error) => errors.push(error.message));
-  await page.goto(url);
-  await loadDemo(page);
+  const { page, errors } = await openWithDemo(app.browser, url);
   await page.getByTestId('generate-prompt').fill('In the beginning');
   await page.getByLabel('Max new tokens').fill('4');
   await page.getByTestId('generate-run').click();

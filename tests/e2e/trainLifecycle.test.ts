@@ -11,7 +11,7 @@
 
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { Page } from 'playwright-core';
-import { loadDemo, startApp, type App } from './browser.ts';
+import { openWithDemo, startApp, type App } from './browser.ts';
 
 // Near-identical short lines (each fits one packed row of 16 tokens): twelve examples, so one is held out.
 const DATASET = Array.from({ length: 12 }, (_, i) => `${i + 1}. The quick brown fox jumps.`).join('\n\n');
@@ -90,11 +90,7 @@ async function setRun(page: Page, settings: { steps: number; lr: number; checkpo
 }
 
 it('continues a run after a reload, pauses and resumes, and trains every method', { timeout: 600_000 }, async () => {
-  const page = await app.browser.newPage();
-  const errors: string[] = [];
-  page.on('pageerror', (error) => errors.push(error.message));
-  await page.goto(`${app.url}?faults`);
-  await loadDemo(page);
+  const { page, errors } = await openWithDemo(app.browser, `${app.url}?faults`);
   await page.getByTestId('dataset-input').fill(DATASET);
   await page.getByLabel('Sequence length').fill('16');
   await expect.poll(() => page.getByTestId('dataset-summary').textContent(), { timeout: 30_000, interval: 250 }).toMatch(/12 examples/);

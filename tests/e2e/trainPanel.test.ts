@@ -6,7 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { bytesSource, readSafetensorsHeader } from '../../src/io/safetensors.ts';
 import { unbundleAdapter } from '../../src/worker/adapterBundle.ts';
-import { fillGenesisRun, loadDemo, startApp, trainSteps, type App } from './browser.ts';
+import { fillGenesisRun, openWithDemo, startApp, trainSteps, type App } from './browser.ts';
 
 
 let app: App;
@@ -16,11 +16,7 @@ beforeAll(async () => {
 afterAll(async () => app?.close());
 
 it('trains LoRA for 3 steps in the worker and downloads the adapter', { timeout: 600_000 }, async () => {
-  const page = await app.browser.newPage();
-  const errors: string[] = [];
-  page.on('pageerror', (error) => errors.push(error.message));
-  await page.goto(app.url);
-  await loadDemo(page);
+  const { page, errors } = await openWithDemo(app.browser, app.url);
 
   await page.getByTestId('method-select').selectOption('lora');
   await fillGenesisRun(page);

@@ -5,7 +5,7 @@
 
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { Page } from 'playwright-core';
-import { fillGenesisRun, loadDemo, startApp, trainSteps, type App } from './browser.ts';
+import { fillGenesisRun, openWithDemo, startApp, trainSteps, type App } from './browser.ts';
 
 let app: App;
 beforeAll(async () => {
@@ -31,11 +31,7 @@ async function freshRun(page: Page): Promise<RunLosses> {
 }
 
 it('the seed orders the rows: the same seed repeats a run step for step, another seed does not', { timeout: 300_000 }, async () => {
-  const page = await app.browser.newPage();
-  const errors: string[] = [];
-  page.on('pageerror', (error) => errors.push(error.message));
-  await page.goto(app.url);
-  await loadDemo(page);
+  const { page, errors } = await openWithDemo(app.browser, app.url);
   await page.getByTestId('method-select').selectOption('lora');
   await fillGenesisRun(page);
 

@@ -69,9 +69,11 @@ export async function loadModelCall(payload: Payload<'loadModel'>, ctx: CallCont
   const { config, declaresQuantization } = await readBaseModelConfig(files);
   const asked = payload.weights ?? 'f32';
   if (asked !== 'f32' && asked !== 'nf4') throw new BadRequestError(`the weights must be f32 or nf4, got ${JSON.stringify(asked)}`);
-  // Picked files are at hand: their headers also show a 4-bit checkpoint that config.json does not declare
-  // (`tabtune quantize` output beside the original config).
-  const fourBit = declaresQuantization || (payload.source.kind === 'files' && (await inspectBaseModel(files, engine.gpu.info.limits)).prequantized !== null);
+  // Picked files are at hand: checked now, their headers also show a 4-bit checkpoint that config.json does not
+  // declare (`tabtune quantize` output beside the original config).
+  const { limits } = engine.gpu.info;
+  const picked = payload.source.kind === 'files' ? await inspectBaseModel(files, limits) : null;
+  const fourBit = declaresQuantization || (picked !== null && picked.prequantized !== null);
   const estimate = estimateInference(config, fourBit ? 'nf4' : asked, capacity());
   ctx.emit({ type: 'estimate', estimate });
   if (estimate.refusal !== null && !(payload.ignoreBudget && estimate.refusalOverridable)) throw new DoesNotFitError(estimate);
@@ -83,9 +85,9 @@ export async function loadModelCall(payload: Payload<'loadModel'>, ctx: CallCont
   checkTokenizerFitsModel(tokenizer, config.vocabSize);
   const chatTemplate = await loadChatTemplate(files, tokenizer);
 
-  // Every header is checked against the config and the device before the old model goes: a load that fails
-  // on bad files leaves the loaded one in place.
-  await inspectBaseModel(files, engine.gpu.info.limits);
+  // Every header is checked against the config and the device before the old model goes (picked files were, above):
+  // a load that fails on bad files leaves the loaded one in place.
+  if (picked === null) await inspectBaseModel(files, limits);
   ctx.signal.throwIfAborted();
   disposeLoaded();
   const uploadProgress = progressReporter(ctx, 'upload', 'tensors');
